@@ -1,0 +1,1 @@
+"""Tables and figures from the results store. Imports neither torch nor Ray."""

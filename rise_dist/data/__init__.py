@@ -1,0 +1,1 @@
+"""Data layer: real list files, the decoded cache, the synthetic benchmark, protocols."""
