@@ -26,8 +26,11 @@ What is in a sample (docs/synthetic.md has the full account and the measured eff
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +307,23 @@ def write_synthetic(out, cfg: SyntheticConfig | None = None) -> dict:
     index = write_index(out, {"kind": "synthetic", "config": want, "code_version": code_version(),
                               "environment": environment()})
     return summarize(index)
+
+
+def default_cache_root() -> Path:
+    """Where ``--data synthetic`` keeps its caches: $RISE_DIST_DATA, else ~/.cache/rise-dist."""
+    return Path(os.environ.get("RISE_DIST_DATA", Path.home() / ".cache" / "rise-dist")).expanduser()
+
+
+def synthetic_cache(cfg: SyntheticConfig, root=None) -> Path:
+    """The cache of ``cfg``'s benchmark under ``root``, generated on first use.
+
+    The directory is named by a hash of the config, so every run and every trial with the same
+    config shares one copy; a file lock keeps concurrent first uses from writing it twice.
+    """
+    key = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(root or default_cache_root()) / f"synthetic-{key}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".synthetic-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_synthetic(path, cfg)
+    return path
