@@ -110,13 +110,19 @@ def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
+def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
+    """The learning-rate factor after ``e`` finished epochs, in closed form: a resumed run asked
+    for more epochs recomputes its schedule for the new total from the epoch alone."""
+    if schedule == "cosine":
+        return lambda e: 0.5 * (1 + math.cos(math.pi * min(e, epochs) / epochs))
+    if schedule == "step":
+        return lambda e: 0.1 ** (e // max(1, epochs // 3))
+    return lambda e: 1.0
+
+
 def _scheduler(cfg: TrainConfig, opt) -> torch.optim.lr_scheduler.LRScheduler:
-    # Stepped once per epoch, so its state is a function of the epoch alone.
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1)
-    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    # Stepped once per epoch, so its whole state is the epoch count.
+    return torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.schedule, cfg.epochs))
 
 
 @torch.no_grad()
@@ -214,10 +220,17 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, report: Report | N
     start, rows = 0, []
     if resume and ckpt_path.exists():
         state = checkpoint.load(ckpt_path, map_location=device)
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        try:
+            model.load_state_dict(state["model"])
+            objective.load_state_dict(state["objective"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {ckpt_path} does not fit this model and config (was the code "
+                f"changed since?): {str(e).splitlines()[0]}") from e
+        for group, base_lr in zip(opt.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base_lr * sched.lr_lambdas[0](sched.last_epoch)  # for the new total
         start = int(state["epoch"])
         if existing is not None:  # rows past the checkpoint were never checkpointed: redo them
             rows = existing[existing["epoch"] <= start].to_dict("records")
