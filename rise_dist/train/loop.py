@@ -213,8 +213,11 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, report: Report | N
     data = ProtocolData.from_cache(cache, protocol, cfg.batch_size, cfg.seed, rank, world_size)
     model = RiSeModel(cfg.model, data.image_size).to(device)
     objective = Objective(cfg, model.feature_dim, len(protocol.sources)).to(device)
-    params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
-    opt = _optimizer(cfg, params)
+    # The loss terms' own parameters (boundary radius, heads) get no weight decay: decay would
+    # pull the radius R towards a constant that has nothing to do with the data.
+    opt = _optimizer(cfg, [
+        {"params": [p for p in model.parameters() if p.requires_grad]},
+        {"params": [p for p in objective.parameters() if p.requires_grad], "weight_decay": 0.0}])
     sched = _scheduler(cfg, opt)
 
     start, rows = 0, []
