@@ -5,12 +5,12 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from rise_dist.losses.objective import Objective
 
 from rise_dist import results
 from rise_dist.config import SyntheticConfig, TrainConfig
 from rise_dist.data.cache import open_cache
 from rise_dist.data.synthetic import write_synthetic
+from rise_dist.losses.objective import Objective
 from rise_dist.train import loop
 from rise_dist.train.checkpoint import CheckpointError
 

@@ -186,126 +186,168 @@ def format_summary(run_id: str, status: str, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def train(cfg: TrainConfig, out_dir, *, resume: bool = False, report: Report | None = None,
-          device=None, trial_id: str | None = None, rank: int = 0, world_size: int = 1,
-          wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-          progress: bool = True, cache=None) -> RunResult:
-    """Train ``cfg`` and write its rows, scores and checkpoints under ``out_dir``.
+class Run:
+    """One protocol's training, stepped one epoch at a time.
+
+    ``for row in run`` trains and evaluates one epoch per iteration, writes the row, the scores
+    and the checkpoint, and yields the row; ``run.finish()`` records the final status. A sweep
+    trial steps several protocols' runs in lockstep this way and reports their mean per epoch.
 
     ``rank``/``world_size``/``wrap_model`` let a DDP worker (``train/worker.py``) run the same
     loop: each rank trains on its slice of every global batch and only rank 0 writes.
     """
-    out_dir = Path(out_dir).resolve()
-    device = _device(device)
-    run_id = run_id_of(cfg, trial_id)
-    ckpt_path = out_dir / "checkpoints" / run_id / CHECKPOINT_NAME
-    writer = rank == 0
-    amp = cfg.amp and device.type == "cuda"
 
-    existing = results.read_run(out_dir, run_id)
-    if existing is not None and not resume and writer:
-        raise RunExistsError(f"{out_dir} already holds run {run_id} ({len(existing)} epochs); "
-                             "pass --resume to continue it or choose another --out")
+    def __init__(self, cfg: TrainConfig, out_dir, *, resume: bool = False, device=None,
+                 trial_id: str | None = None, rank: int = 0, world_size: int = 1,
+                 wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+                 progress: bool = True, cache=None):
+        self.cfg, self.progress = cfg, progress
+        self.out_dir = Path(out_dir).resolve()
+        self.device = _device(device)
+        self.run_id = run_id_of(cfg, trial_id)
+        self.ckpt_path = self.out_dir / "checkpoints" / self.run_id / CHECKPOINT_NAME
+        self.writer = rank == 0
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.status, self.reason = "running", ""
 
-    _seed_everything(cfg.seed)
-    cache = cache or open_data(cfg)
-    protocol = get_protocol(cfg.protocol)
-    data = ProtocolData.from_cache(cache, protocol, cfg.batch_size, cfg.seed, rank, world_size)
-    model = RiSeModel(cfg.model, data.image_size).to(device)
-    objective = Objective(cfg, model.feature_dim, len(protocol.sources)).to(device)
-    # The loss terms' own parameters (boundary radius, heads) get no weight decay: decay would
-    # pull the radius R towards a constant that has nothing to do with the data.
-    opt = _optimizer(cfg, [
-        {"params": [p for p in model.parameters() if p.requires_grad]},
-        {"params": [p for p in objective.parameters() if p.requires_grad], "weight_decay": 0.0}])
-    sched = _scheduler(cfg, opt)
+        existing = results.read_run(self.out_dir, self.run_id)
+        if existing is not None and not resume and self.writer:
+            raise RunExistsError(f"{self.out_dir} already holds run {self.run_id} "
+                                 f"({len(existing)} epochs); pass --resume to continue it or "
+                                 "choose another --out")
 
-    start, rows = 0, []
-    if resume and ckpt_path.exists():
-        state = checkpoint.load(ckpt_path, map_location=device)
+        _seed_everything(cfg.seed)
+        cache = cache or open_data(cfg)
+        protocol = get_protocol(cfg.protocol)
+        self.data = ProtocolData.from_cache(cache, protocol, cfg.batch_size, cfg.seed, rank,
+                                            world_size)
+        self.model = RiSeModel(cfg.model, self.data.image_size).to(self.device)
+        self.objective = Objective(cfg, self.model.feature_dim, len(protocol.sources)).to(self.device)
+        # The loss terms' own parameters (boundary radius, heads) get no weight decay: decay would
+        # pull the radius R towards a constant that has nothing to do with the data.
+        self.opt = _optimizer(cfg, [
+            {"params": [p for p in self.model.parameters() if p.requires_grad]},
+            {"params": [p for p in self.objective.parameters() if p.requires_grad],
+             "weight_decay": 0.0}])
+        self.sched = _scheduler(cfg, self.opt)
+
+        self.epoch, self.rows = 0, []
+        if resume and self.ckpt_path.exists():
+            self._restore(existing)
+        self.train_model = wrap_model(self.model) if wrap_model else self.model
+        self.base = {"run_id": self.run_id, "trial_id": trial_id, "protocol": cfg.protocol,
+                     "method": cfg.method, "seed": cfg.seed, **results.flatten(to_dict(cfg)),
+                     "code_version": code_version(), "environment": json.dumps(environment()),
+                     "config": json.dumps(to_dict(cfg), sort_keys=True)}
+
+    def _restore(self, existing: pd.DataFrame | None) -> None:
+        state = checkpoint.load(self.ckpt_path, map_location=self.device)
         try:
-            model.load_state_dict(state["model"])
-            objective.load_state_dict(state["objective"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
+            self.model.load_state_dict(state["model"])
+            self.objective.load_state_dict(state["objective"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError) as e:
             raise checkpoint.CheckpointError(
-                f"checkpoint {ckpt_path} does not fit this model and config (was the code "
+                f"checkpoint {self.ckpt_path} does not fit this model and config (was the code "
                 f"changed since?): {str(e).splitlines()[0]}") from e
-        for group, base_lr in zip(opt.param_groups, sched.base_lrs, strict=True):
-            group["lr"] = base_lr * sched.lr_lambdas[0](sched.last_epoch)  # for the new total
-        start = int(state["epoch"])
+        for group, base_lr in zip(self.opt.param_groups, self.sched.base_lrs, strict=True):
+            group["lr"] = base_lr * self.sched.lr_lambdas[0](self.sched.last_epoch)  # new total
+        self.epoch = int(state["epoch"])
         if existing is not None:  # rows past the checkpoint were never checkpointed: redo them
-            rows = existing[existing["epoch"] <= start].to_dict("records")
-    train_model = wrap_model(model) if wrap_model else model
+            self.rows = existing[existing["epoch"] <= self.epoch].to_dict("records")
 
-    base = {"run_id": run_id, "trial_id": trial_id, "protocol": cfg.protocol,
-            "method": cfg.method, "seed": cfg.seed, **results.flatten(to_dict(cfg)),
-            "code_version": code_version(), "environment": json.dumps(environment()),
-            "config": json.dumps(to_dict(cfg), sort_keys=True)}
-    status, reason = "completed", ""
-    for epoch in range(start + 1, cfg.epochs + 1):
+    def __iter__(self):
+        while self.epoch < self.cfg.epochs and self.status == "running":
+            row = self._train_epoch(self.epoch + 1)
+            self.epoch += 1
+            if self.status == "diverged":
+                if self.writer:
+                    self._write("diverged", self.reason)
+                return
+            yield row
+
+    def _train_epoch(self, epoch: int) -> dict:
+        cfg, model, objective, device = self.cfg, self.model, self.objective, self.device
         t0 = time.perf_counter()
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
         gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
         model.train()
         objective.train()
         sums: dict[str, float] = {}
-        steps = data.train.epoch(epoch)
-        bar = tqdm(steps, total=len(data.train), desc=f"{cfg.protocol} {cfg.method} epoch {epoch}",
-                   disable=not (progress and writer), leave=False)
+        bar = tqdm(self.data.train.epoch(epoch), total=len(self.data.train),
+                   desc=f"{cfg.protocol} {cfg.method} epoch {epoch}",
+                   disable=not (self.progress and self.writer), leave=False)
         for step, batch in enumerate(bar, 1):
             x = to_float(batch, device)
             labels, domains = batch["label"].to(device), batch["domain"].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = train_model(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out = self.train_model(x)
                 loss, logs = objective(out, labels, domains, model, epoch, generator=gen)
             if not torch.isfinite(loss):
                 bad = [k for k, v in logs.items() if not math.isfinite(v)] or ["loss/total"]
-                status = "diverged"
-                reason = f"{', '.join(bad)} not finite at epoch {epoch}, step {step}"
-                break
-            opt.zero_grad(set_to_none=True)
+                self.status = "diverged"
+                self.reason = f"{', '.join(bad)} not finite at epoch {epoch}, step {step}"
+                row = {**self.base, "epoch": epoch, **_nan_metrics(),
+                       "epoch_seconds": time.perf_counter() - t0}
+                self.rows.append(row)
+                return row
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            self.opt.step()
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
-        if status == "diverged":
-            row = {**base, "epoch": epoch, **_nan_metrics(), "epoch_seconds": time.perf_counter() - t0}
-            rows.append(row)
-            break
-        sched.step()
-        val = score(model, objective, data.val, cfg.batch_size * 2, device, amp)
-        test = score(model, objective, data.test, cfg.batch_size * 2, device, amp)
-        row = {**base, "epoch": epoch, **_metrics(val, test, data, cfg.video_average),
-               **{k: v / len(data.train) for k, v in sums.items()},
-               "lr": opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
-        rows.append(row)
-        if writer:
-            for r in rows:
-                r.update(status="running", status_reason="")
-            results.write_run(out_dir, run_id, rows)
-            checkpoint.save(ckpt_path, {
+        self.sched.step()
+        bs = cfg.batch_size * 2
+        val = score(model, objective, self.data.val, bs, device, self.amp)
+        test = score(model, objective, self.data.test, bs, device, self.amp)
+        row = {**self.base, "epoch": epoch, **_metrics(val, test, self.data, cfg.video_average),
+               **{k: v / len(self.data.train) for k, v in sums.items()},
+               "lr": self.opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
+        self.rows.append(row)
+        if self.writer:
+            self._write("running", "")
+            checkpoint.save(self.ckpt_path, {
                 "epoch": epoch, "model": model.state_dict(), "objective": objective.state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "torch_rng": torch.get_rng_state(), "config": json.dumps(to_dict(cfg)),
-                "run_id": run_id})
-            _write_scores(out_dir, run_id, epoch, data, val, test)
-            if progress:
+                "run_id": self.run_id})
+            _write_scores(self.out_dir, self.run_id, epoch, self.data, val, test)
+            if self.progress:
                 print(f"{cfg.protocol} {cfg.method} epoch {epoch}/{cfg.epochs}  "
                       f"loss {row.get('loss/total', math.nan):.4f}  "
-                      f"val HTER {100 * row['val_hter']:.2f}%  test HTER {100 * row['test_hter']:.2f}%  "
-                      f"({row['epoch_seconds']:.1f}s)", flush=True)
-        if report is not None:
-            report(row, ckpt_path)
+                      f"val HTER {100 * row['val_hter']:.2f}%  "
+                      f"test HTER {100 * row['test_hter']:.2f}%  ({row['epoch_seconds']:.1f}s)",
+                      flush=True)
+        return row
 
-    frame = pd.DataFrame(rows)
-    if writer and rows:
-        for r in rows:
+    def _write(self, status: str, reason: str) -> None:
+        for r in self.rows:
             r.update(status=status, status_reason=reason)
-        results.write_run(out_dir, run_id, rows)
-        frame = pd.DataFrame(rows)
-    return RunResult(run_id, status, frame, summarize(frame) if len(frame) else {})
+        results.write_run(self.out_dir, self.run_id, self.rows)
+
+    def finish(self, status: str = "completed", reason: str = "") -> RunResult:
+        """Record the run's final status (``completed``, ``stopped_early``, ``failed``,
+        ``diverged``) on all its rows and return them with the selection summary."""
+        if status not in results.STATUSES:
+            raise ValueError(f"unknown status {status!r}; one of {results.STATUSES}")
+        if self.status != "diverged":  # divergence is what happened, whatever ends the run
+            self.status, self.reason = status, reason
+        if self.writer and self.rows:
+            self._write(self.status, self.reason)
+        frame = pd.DataFrame(self.rows)
+        return RunResult(self.run_id, self.status, frame, summarize(frame) if len(frame) else {})
+
+
+def train(cfg: TrainConfig, out_dir, *, resume: bool = False, report: Report | None = None,
+          **kw) -> RunResult:
+    """Train ``cfg`` to its last epoch, calling ``report(row, checkpoint_path)`` after each;
+    keyword arguments as ``Run``'s."""
+    run = Run(cfg, out_dir, resume=resume, **kw)
+    for row in run:
+        if report is not None:
+            report(row, run.ckpt_path)
+    return run.finish()
 
 
 def _write_scores(out_dir: Path, run_id: str, epoch: int, data: ProtocolData, val: dict,
