@@ -200,8 +200,9 @@ class Run:
     def __init__(self, cfg: TrainConfig, out_dir, *, resume: bool = False, device=None,
                  trial_id: str | None = None, rank: int = 0, world_size: int = 1,
                  wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-                 progress: bool = True, cache=None):
+                 progress: bool = True, cache=None, grad_sync=None):
         self.cfg, self.progress = cfg, progress
+        self.grad_sync = grad_sync  # train/worker.py: averages grads (model + objective) over ranks
         self.out_dir = Path(out_dir).resolve()
         self.device = _device(device)
         self.run_id = run_id_of(cfg, trial_id)
@@ -284,7 +285,9 @@ class Run:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
                 out = self.train_model(x)
                 loss, logs = objective(out, labels, domains, model, epoch, generator=gen)
-            if not torch.isfinite(loss):
+            finite = (bool(torch.isfinite(loss)) if self.grad_sync is None
+                      else self.grad_sync.all_finite(loss))  # every rank stops together
+            if not finite:
                 bad = [k for k, v in logs.items() if not math.isfinite(v)] or ["loss/total"]
                 self.status = "diverged"
                 self.reason = f"{', '.join(bad)} not finite at epoch {epoch}, step {step}"
@@ -294,6 +297,8 @@ class Run:
                 return row
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.grad_sync is not None:
+                self.grad_sync.average([*model.parameters(), *objective.parameters()])
             self.opt.step()
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v

@@ -1,0 +1,102 @@
+"""Training-step figures, both sides measured in this one run.
+
+    python benchmarks/train_step.py [--quick] [--backbones cnn,resnet18] [--threads N]
+
+- RiSe step vs ERM step (forward, all loss terms, backward, optimizer step) on the same batch
+  and backbone, interleaved so both see the same machine; target: RiSe <= 1.25x ERM.
+- Loader vs step: time to gather and convert one domain-balanced batch from the cache vs one
+  ERM training step on it; target: the loader >= 5x faster than the step consumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from rise_dist.config import METHOD_WEIGHTS, ModelConfig, SyntheticConfig, TrainConfig
+from rise_dist.data.cache import open_cache
+from rise_dist.data.loaders import ProtocolData, to_float
+from rise_dist.data.protocols import get_protocol
+from rise_dist.data.synthetic import write_synthetic
+from rise_dist.losses.objective import Objective
+from rise_dist.model.rise import RiSeModel
+
+
+def make_step(cfg: TrainConfig, image_size):
+    model = RiSeModel(cfg.model, image_size)
+    objective = Objective(cfg, model.feature_dim, 3)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+
+    def step(x, labels, domains):
+        out = model(x)
+        loss, _ = objective(out, labels, domains, model, 2, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def time_steps(steps: dict, batch, rounds: int) -> dict[str, float]:
+    """Median seconds per step of each function, interleaved round by round."""
+    x, labels, domains = batch
+    for f in steps.values():  # warm-up (allocator, first-batch radius init)
+        f(x, labels, domains)
+    times = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, f in steps.items():
+            t0 = time.perf_counter()
+            f(x, labels, domains)
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--backbones", default="cnn,resnet18")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rounds = 5 if args.quick else 20
+    with tempfile.TemporaryDirectory() as tmp:
+        write_synthetic(tmp, SyntheticConfig())
+        cache = open_cache(tmp)
+        data = ProtocolData.from_cache(cache, get_protocol("CPS_W"), 96, seed=0)
+        raw = next(data.train.epoch(1))
+        batch = (to_float(raw, torch.device("cpu")), raw["label"], raw["domain"])
+        print(f"batch 96 x (rgb 3, depth 1, ir 1) x {cache.size[0]}x{cache.size[1]}, "
+              f"{args.threads} threads, median of {rounds} interleaved steps")
+        erm_step = None
+        for backbone in args.backbones.split(","):
+            try:
+                steps = {m: make_step(TrainConfig(
+                    lambda_asyirm=METHOD_WEIGHTS[m][0], lambda_mmsd=METHOD_WEIGHTS[m][1],
+                    model=ModelConfig(backbone=backbone)), cache.size) for m in ("erm", "rise")}
+            except ImportError as e:
+                print(f"{backbone}: skipped ({str(e).splitlines()[0]})")
+                continue
+            t = time_steps(steps, batch, rounds)
+            ratio = t["rise"] / t["erm"]
+            print(f"{backbone}: ERM step {1e3 * t['erm']:.1f} ms, RiSe step {1e3 * t['rise']:.1f} ms, "
+                  f"RiSe / ERM = {ratio:.2f}x (target <= 1.25x: {'met' if ratio <= 1.25 else 'MISSED'})")
+            if backbone == "cnn":
+                erm_step = t["erm"]
+        if erm_step is not None:
+            n, t0 = 0, time.perf_counter()
+            for raw in data.train.epoch(2):
+                to_float(raw, torch.device("cpu"))
+                n += 1
+            load = (time.perf_counter() - t0) / n
+            ratio = erm_step / load
+            print(f"loader: {1e3 * load:.2f} ms per batch vs cnn ERM step {1e3 * erm_step:.1f} ms: "
+                  f"loader is {ratio:.0f}x faster than the step (target >= 5x: "
+                  f"{'met' if ratio >= 5 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()

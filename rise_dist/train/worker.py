@@ -1,0 +1,273 @@
+"""The one place the plain loop (``train/loop.py``) meets Ray Train; also the lockstep trial logic
+that a sweep trial uses in its own process (``tune/sweep.py``).
+
+A sweep trial trains one weight setting on several protocols: it opens one ``Run`` per protocol
+and steps them in lockstep (one epoch of each), then reports each protocol's metrics and their
+mean (``trial_metrics``). Two ways to run that:
+
+- in the trial's own process (one CPU worker, no GPU: ``tune/sweep.py`` calls ``lockstep``
+  directly; launching a Ray Train worker group costs ~30 s per trial on a laptop);
+- on a Ray Train worker group (``fit_trial``): a ``TorchTrainer`` with ``num_workers`` DDP
+  ranks, each running every protocol's ``Run`` with its rank and world size, so each rank trains
+  on its own shard of every global batch. Gradients of the model *and* of the Objective's own
+  parameters (the AsyIRM radius R, the heads, which live outside the model) are averaged over
+  ranks after every backward pass (``GradSync``: what DDP does, done by hand so the Objective's
+  parameters are included and no parameter can be missed), and the loss's finiteness is agreed
+  on by all ranks so a diverged run stops every rank together. Rank 0 writes the results store
+  rows, the run checkpoints, and reports ``ray.train.report(metrics, checkpoint)`` every epoch;
+  ``TuneReportCallback`` forwards rank 0's metrics to the Tune trial. ``FailureConfig``
+  restarts a lost worker group; the restarted ranks reopen their Runs with ``resume=True``
+  (each Run reads its own checkpoint under the results directory, which every node must see)
+  and ``ray.train.get_checkpoint()`` says which epochs Tune has already seen.
+
+Ray is imported lazily, so ``lockstep``/``trial_metrics`` work without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from rise_dist import results
+from rise_dist.config import TrainConfig
+from rise_dist.metrics import AUC, HTER, ORACLE, SOURCE_VAL, TPR_AT_FPR_1PCT, VAL_THRESHOLD
+from rise_dist.train.loop import Run
+
+# What a trial reports instead of NaN (Optuna's tell() fails on NaN): HTER 1.0 is worse than any
+# classifier can do by chance (0.5), so a diverged trial is clearly bad but still finite.
+BAD_SCORE = 1.0
+OBJECTIVES = {SOURCE_VAL: "source_val_hter", ORACLE: "oracle_test_hter"}
+EPOCH_FILE = "trial_epoch.json"
+
+
+class GradSync:
+    """Averages gradients over the ranks of the default torch.distributed process group.
+
+    ``average(params)``: all-reduce every gradient (a parameter without one counts as zeros, and
+    gets a gradient only if some rank had one, so optimizers skip the same parameters on every
+    rank). ``all_finite(loss)``: True only if the loss is finite on every rank.
+    """
+
+    def __init__(self, world_size: int):
+        import torch.distributed as dist
+
+        self.dist, self.world_size = dist, world_size
+
+    def all_finite(self, loss: torch.Tensor) -> bool:
+        bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0], device=loss.device)
+        self.dist.all_reduce(bad)
+        return bad.item() == 0
+
+    def average(self, params) -> None:
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        dev = params[0].device
+        has = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], device=dev)
+        flat = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1).float()
+                          for p in params])
+        self.dist.all_reduce(has)
+        self.dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for p, h in zip(params, has.tolist(), strict=True):
+            n = p.numel()
+            if h > 0:
+                p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone()
+            offset += n
+
+
+def open_runs(cfgs: list[TrainConfig], out_dir, trial_id: str, **kw) -> list[Run]:
+    """One resumable Run per protocol. ``resume=True`` always: a trial restarted by Tune (driver
+    restore, trial retry) or by Train (worker loss) continues each run from its own checkpoint,
+    so no epoch is trained or written twice."""
+    return [Run(c, Path(out_dir).resolve(), resume=True, trial_id=trial_id, progress=False, **kw)
+            for c in cfgs]
+
+
+def _row_at(run: Run, epoch: int) -> dict:
+    for row in run.rows:
+        if int(row["epoch"]) == epoch:
+            return row
+    raise KeyError(f"run {run.run_id} has no row for epoch {epoch}")
+
+
+def lockstep(runs: list[Run], reported: int = 0) -> Iterator[tuple[int, list[Run]]]:
+    """Step ``runs`` one epoch each, in lockstep; yield ``(epoch, diverged)`` for every epoch all
+    runs have finished and that is past ``reported`` (epochs already seen by Tune). Runs restored
+    at different epochs first catch up to the furthest one. ``diverged`` is the list of runs
+    that diverged at that epoch; after a divergence the generator ends."""
+    its = [iter(r) for r in runs]
+    while True:
+        common = min(r.epoch for r in runs)
+        diverged = [r for r in runs if r.status == "diverged"]
+        for e in range(reported + 1, common + 1):
+            yield e, [r for r in diverged if r.epoch == e]
+        reported = max(reported, common)
+        if diverged or all(r.epoch >= r.cfg.epochs for r in runs):
+            return
+        for r, it in zip(runs, its, strict=True):
+            if r.epoch == common and r.epoch < r.cfg.epochs:
+                next(it, None)
+
+
+def _finite(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def trial_metrics(runs: list[Run], epoch: int, objective: str = SOURCE_VAL) -> dict:
+    """The per-epoch report of a trial: every protocol's metrics at ``epoch``
+    (``"<protocol>/val_hter"`` etc.), their means (``val_hter``, ``test_hter``), the mean over
+    protocols of each run's selected epoch so far (``source_val_hter``: the lowest sources' val
+    HTER; ``source_val_test_hter``: the test HTER at that epoch; ``oracle_test_hter``: the lowest
+    test HTER), and ``objective`` (one of the two, named by ``objective_name``). Never NaN: a
+    missing or non-finite value counts as ``BAD_SCORE`` and sets ``diverged``."""
+    out: dict = {"epoch": epoch, "objective_name": OBJECTIVES[objective], "diverged": False}
+    cols = {"val_hter": results.column("val", HTER), "test_hter": results.column("test", HTER),
+            "test_auc": results.column("test", AUC),
+            "test_tpr_at_fpr_1pct": results.column("test", TPR_AT_FPR_1PCT),
+            "test_hter@val_threshold": results.column("test", HTER, VAL_THRESHOLD)}
+    sums: dict[str, list[float]] = {}
+
+    def put(key: str, p: str, value) -> None:
+        v = _finite(value)
+        if v is None:
+            out["diverged"] = True
+            v = BAD_SCORE if "auc" not in key and "tpr" not in key else 0.0
+        out[f"{p}/{key}"] = v
+        sums.setdefault(key, []).append(v)
+
+    for r in runs:
+        p = r.cfg.protocol
+        row = _row_at(r, epoch)
+        for key, col in cols.items():
+            put(key, p, row.get(col))
+        hist = pd.DataFrame([x for x in r.rows if int(x["epoch"]) <= epoch])
+        sv, orc = results.select(hist, SOURCE_VAL), results.select(hist, ORACLE)
+        put("source_val_hter", p, sv[cols["val_hter"]].iloc[0] if len(sv) else None)
+        put("source_val_test_hter", p, sv[cols["test_hter"]].iloc[0] if len(sv) else None)
+        put("oracle_test_hter", p, orc[cols["test_hter"]].iloc[0] if len(orc) else None)
+    for key, vals in sums.items():
+        out[key] = sum(vals) / len(vals)
+    out["objective"] = BAD_SCORE if out["diverged"] else out[OBJECTIVES[objective]]
+    return out
+
+
+def finish_runs(runs: list[Run], diverged: list[Run]) -> None:
+    """Close a trial's runs at its normal end: completed, or, when some diverged, the others
+    stopped early with the reason."""
+    if diverged:
+        why = "trial ended: " + ", ".join(f"{r.cfg.protocol} diverged ({r.reason})" for r in diverged)
+        for r in runs:
+            r.finish("stopped_early" if r.status != "diverged" else "diverged", why)
+    else:
+        for r in runs:
+            r.finish("completed")
+
+
+def fail_runs(runs: list[Run], exc: BaseException) -> None:
+    reason = f"{type(exc).__name__}: {exc}".strip()[:2000]
+    for r in runs:
+        try:
+            r.finish("failed", reason)
+        except Exception:  # noqa: BLE001 - recording a failure must not hide the original one
+            pass
+
+
+def injected_failure(trial_id: str, fail_trial: int | None, epoch: int) -> None:
+    """Test hook: the sweep's ``fail_trial`` setting (CLI env RISE_DIST_SWEEP_FAIL_TRIAL=k) makes
+    trial number k (0-based, Tune's ``..._0000k`` suffix) raise after its first epoch."""
+    if fail_trial is not None and epoch == 1 and trial_id.endswith(f"_{fail_trial:05d}"):
+        raise RuntimeError(f"injected failure in trial {trial_id} (RISE_DIST_SWEEP_FAIL_TRIAL)")
+
+
+def write_epoch(directory, epoch: int) -> None:
+    Path(directory, EPOCH_FILE).write_text(json.dumps({"epoch": epoch}))
+
+
+def read_epoch(checkpoint) -> int:
+    """The last epoch a Tune/Train checkpoint of ours records (0 for None)."""
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as d:
+        f = Path(d, EPOCH_FILE)
+        return int(json.loads(f.read_text())["epoch"]) if f.exists() else 0
+
+
+# ---------------------------------------------------------------- Ray Train (DDP worker group)
+
+def _worker_loop(config: dict) -> None:
+    """Runs on every Ray Train rank."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if config.get("data_root"):
+        os.environ["RISE_DIST_DATA"] = config["data_root"]
+    device = ray.train.torch.get_device()
+    sync = GradSync(world) if world > 1 else None
+    reported = read_epoch(ray.train.get_checkpoint())
+    runs: list[Run] = []
+    try:
+        runs = open_runs(config["cfgs"], config["out"], config["trial_id"], rank=rank,
+                         world_size=world, device=device, grad_sync=sync)
+        diverged: list[Run] = []
+        for epoch, diverged in lockstep(runs, reported):
+            metrics = trial_metrics(runs, epoch, config["objective"])
+            metrics["world_size"] = world
+            injected_failure(config["trial_id"], config.get("fail_trial"), epoch)
+            with tempfile.TemporaryDirectory() as d:
+                ckpt = None
+                if rank == 0:
+                    write_epoch(d, epoch)
+                    ckpt = ray.train.Checkpoint.from_directory(d)
+                ray.train.report(metrics, checkpoint=ckpt)  # a barrier: every rank, every epoch
+        finish_runs(runs, diverged)
+    except Exception as e:
+        fail_runs(runs, e)
+        raise
+
+
+def fit_trial(cfgs: list[TrainConfig], *, out_dir, trial_id: str, objective: str,
+              num_workers: int, gpus_per_worker: float, storage_path: str,
+              max_failures: int = 2, fail_trial: int | None = None,
+              data_root: str | None = None) -> None:
+    """Train a trial's protocols on a Ray Train worker group, from inside a Tune function
+    trainable (Ray 2.60 Train V2: ``Tuner(TorchTrainer)`` is gone; the trial is the Train
+    driver and ``TuneReportCallback`` forwards rank 0's reports to Tune)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = gpus_per_worker > 0
+    per_worker = {"CPU": 1, **({"GPU": gpus_per_worker} if use_gpu else {})}
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"cfgs": cfgs, "out": str(Path(out_dir).resolve()), "trial_id": trial_id,
+                           "objective": objective, "fail_trial": fail_trial,
+                           "data_root": data_root},
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}",  # deterministic: a restored trial finds its Train run
+            storage_path=storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # controller_failure_limit: a worker group that cannot start (starved resources)
+            # fails the trial instead of retrying forever (the 2.60 default, -1).
+            failure_config=ray.train.FailureConfig(max_failures=max_failures,
+                                                   controller_failure_limit=2),
+            callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
