@@ -4,25 +4,15 @@ head, radius initialisation and NaN-free edge batches."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
+from loss_standins import MODALITIES, D, Output
 from torch import Tensor
 
 from rise_dist.config import AsyIRMConfig
 from rise_dist.losses.asyirm import SUB_TERMS, AsyIRM, irm_penalty_per_domain
-
-MODALITIES = ("rgb", "depth", "ir")
-D = 8
-
-
-@dataclass
-class Output:
-    logit: Tensor
-    fused: Tensor
-    modality: dict[str, Tensor]
 
 
 def at_radii(radii: list[float] | Tensor, seed: int = 0, dim: int = D) -> Tensor:

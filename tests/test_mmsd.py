@@ -5,45 +5,14 @@ and NaN-free edge batches."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
+from loss_standins import MODALITIES, D, Output, TinyModel
 from torch import Tensor, nn
 
 from rise_dist.config import MMSD_VARIANTS, MMSDConfig
 from rise_dist.losses.mmsd import MMSD, _cross_correlation, mix_permutations, slot_targets
-
-MODALITIES = ("rgb", "depth", "ir")
-D = 8
-
-
-@dataclass
-class Output:
-    logit: Tensor
-    fused: Tensor
-    modality: dict[str, Tensor]
-
-
-class TinyModel(nn.Module):
-    """Stand-in for the RiSe model: a linear stream per modality, concat-linear fusion, a logit."""
-
-    def __init__(self, in_dim: int = 6, d: int = D):
-        super().__init__()
-        self.streams = nn.ModuleDict({m: nn.Linear(in_dim, d) for m in MODALITIES})
-        self.fusion = nn.Linear(len(MODALITIES) * d, d)
-        self.cls = nn.Linear(d, 1)
-        self.fuse_inputs: list[dict[str, Tensor]] = []
-
-    def fuse(self, modality: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        self.fuse_inputs.append(modality)
-        fused = self.fusion(torch.cat([modality[m] for m in MODALITIES], 1))
-        return fused, self.cls(fused).squeeze(1)
-
-    def forward(self, x: dict[str, Tensor]) -> Output:
-        modality = {m: self.streams[m](x[m]) for m in MODALITIES}
-        fused = self.fusion(torch.cat([modality[m] for m in MODALITIES], 1))
-        return Output(self.cls(fused).squeeze(1), fused, modality)
 
 
 def batch(b: int = 12, n_domains: int = 3, seed: int = 0):

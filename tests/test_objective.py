@@ -4,11 +4,10 @@ the logs, and the evaluation score."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
-from torch import Tensor, nn
+from loss_standins import MODALITIES, D, TinyModel
 
 from rise_dist.config import AsyIRMConfig, MMSDConfig, TrainConfig
 from rise_dist.losses import objective as objective_module
@@ -16,40 +15,6 @@ from rise_dist.losses.asyirm import AsyIRM
 from rise_dist.losses.ce import ce_loss
 from rise_dist.losses.mmsd import MMSD
 from rise_dist.losses.objective import LOSS_KEYS, Objective
-
-MODALITIES = ("rgb", "depth", "ir")
-D = 8
-
-
-@dataclass
-class Output:
-    logit: Tensor
-    fused: Tensor
-    modality: dict[str, Tensor]
-
-
-class TinyModel(nn.Module):
-    """Stand-in for the RiSe model; counts the calls to ``fuse`` made from outside its forward."""
-
-    def __init__(self, in_dim: int = 6, d: int = D):
-        super().__init__()
-        self.streams = nn.ModuleDict({m: nn.Linear(in_dim, d) for m in MODALITIES})
-        self.fusion = nn.Linear(len(MODALITIES) * d, d)
-        self.cls = nn.Linear(d, 1)
-        self.fuse_calls = 0
-
-    def _fuse(self, modality: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        fused = self.fusion(torch.cat([modality[m] for m in MODALITIES], 1))
-        return fused, self.cls(fused).squeeze(1)
-
-    def fuse(self, modality: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        self.fuse_calls += 1
-        return self._fuse(modality)
-
-    def forward(self, x: dict[str, Tensor]) -> Output:
-        modality = {m: self.streams[m](x[m]) for m in MODALITIES}
-        fused, logit = self._fuse(modality)
-        return Output(logit, fused, modality)
 
 
 def setup(lambda_asyirm: float, lambda_mmsd: float, b: int = 12, **kw):
