@@ -164,9 +164,10 @@ def trial_metrics(runs: list[Run], epoch: int, objective: str = SOURCE_VAL) -> d
     return out
 
 
-def finish_runs(runs: list[Run], diverged: list[Run]) -> None:
+def finish_runs(runs: list[Run]) -> None:
     """Close a trial's runs at its normal end: completed, or, when some diverged, the others
     stopped early with the reason."""
+    diverged = [r for r in runs if r.status == "diverged"]
     if diverged:
         why = "trial ended: " + ", ".join(f"{r.cfg.protocol} diverged ({r.reason})" for r in diverged)
         for r in runs:
@@ -185,11 +186,20 @@ def fail_runs(runs: list[Run], exc: BaseException) -> None:
             pass
 
 
-def injected_failure(trial_id: str, fail_trial: int | None, epoch: int) -> None:
+def trial_number(trial_dir) -> int | None:
+    """Tune's 1-based trial counter, from the trial directory ``<trainable>_<id>_<n>_<tag>``."""
+    parts = Path(str(trial_dir)).name.split("_")
+    try:
+        return int(parts[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def injected_failure(number: int | None, fail_trial: int | None, epoch: int) -> None:
     """Test hook: the sweep's ``fail_trial`` setting (CLI env RISE_DIST_SWEEP_FAIL_TRIAL=k) makes
-    trial number k (0-based, Tune's ``..._0000k`` suffix) raise after its first epoch."""
-    if fail_trial is not None and epoch == 1 and trial_id.endswith(f"_{fail_trial:05d}"):
-        raise RuntimeError(f"injected failure in trial {trial_id} (RISE_DIST_SWEEP_FAIL_TRIAL)")
+    the k-th trial (Tune's 1-based counter) raise after its first epoch's rows are written."""
+    if fail_trial is not None and epoch == 1 and number == fail_trial:
+        raise RuntimeError(f"injected failure in trial number {number} (RISE_DIST_SWEEP_FAIL_TRIAL)")
 
 
 def write_epoch(directory, epoch: int) -> None:
@@ -209,6 +219,7 @@ def read_epoch(checkpoint) -> int:
 
 def _worker_loop(config: dict) -> None:
     """Runs on every Ray Train rank."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -223,18 +234,18 @@ def _worker_loop(config: dict) -> None:
     try:
         runs = open_runs(config["cfgs"], config["out"], config["trial_id"], rank=rank,
                          world_size=world, device=device, grad_sync=sync)
-        diverged: list[Run] = []
-        for epoch, diverged in lockstep(runs, reported):
+        for epoch, _diverged in lockstep(runs, reported):
             metrics = trial_metrics(runs, epoch, config["objective"])
             metrics["world_size"] = world
-            injected_failure(config["trial_id"], config.get("fail_trial"), epoch)
+            metrics["node_id"] = ray.get_runtime_context().get_node_id()
+            injected_failure(config.get("trial_number"), config.get("fail_trial"), epoch)
             with tempfile.TemporaryDirectory() as d:
                 ckpt = None
                 if rank == 0:
                     write_epoch(d, epoch)
                     ckpt = ray.train.Checkpoint.from_directory(d)
                 ray.train.report(metrics, checkpoint=ckpt)  # a barrier: every rank, every epoch
-        finish_runs(runs, diverged)
+        finish_runs(runs)
     except Exception as e:
         fail_runs(runs, e)
         raise
@@ -243,7 +254,7 @@ def _worker_loop(config: dict) -> None:
 def fit_trial(cfgs: list[TrainConfig], *, out_dir, trial_id: str, objective: str,
               num_workers: int, gpus_per_worker: float, storage_path: str,
               max_failures: int = 2, fail_trial: int | None = None,
-              data_root: str | None = None) -> None:
+              data_root: str | None = None, trial_number: int | None = None) -> None:
     """Train a trial's protocols on a Ray Train worker group, from inside a Tune function
     trainable (Ray 2.60 Train V2: ``Tuner(TorchTrainer)`` is gone; the trial is the Train
     driver and ``TuneReportCallback`` forwards rank 0's reports to Tune)."""
@@ -257,6 +268,7 @@ def fit_trial(cfgs: list[TrainConfig], *, out_dir, trial_id: str, objective: str
         _worker_loop,
         train_loop_config={"cfgs": cfgs, "out": str(Path(out_dir).resolve()), "trial_id": trial_id,
                            "objective": objective, "fail_trial": fail_trial,
+                           "trial_number": trial_number,
                            "data_root": data_root},
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),

@@ -1,0 +1,118 @@
+"""Sweep the RiSe loss weights with Ray Tune + Optuna over the leave-one-out protocols.
+
+    python experiments/sweep.py [--cluster] [--address ADDR] [--storage URI] [--trials N]
+        [--protocols all|CPS_W,...] [--backbone cnn|resnet18|vit_b16] [--epochs N]
+        [--workers-per-trial N] [--gpus-per-worker G] [--seed S] [--smoke] [--resume]
+        [--objective source_val|oracle] [--out DIR]
+
+One trial = one weight setting trained on every protocol; the objective is the mean over
+protocols of the source-validation HTER (``--objective oracle``: the target test HTER, said in
+every output). Without --cluster an embedded Ray runs on 127.0.0.1; with it the sweep joins the
+cluster at --address or RAY_ADDRESS. Results go to the results store under --out, the Optuna
+study to OUT/optuna.db, Tune's experiment to --storage (default OUT/tune). docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from rise_dist.config import BACKBONES, ConfigError, SyntheticConfig, to_dict
+from rise_dist.metrics import ORACLE, SOURCE_VAL
+from rise_dist.tune import spaces
+from rise_dist.tune.sweep import (
+    FAIL_ENV,
+    Settings,
+    SweepError,
+    _is_uri,
+    base_from,
+    protocols_of,
+    run_sweep,
+)
+
+SMOKE_SYNTHETIC = SyntheticConfig(n_train=48, n_val=16, n_test=24, size=(16, 16))
+
+
+def build_settings(args) -> Settings:
+    out = Path(args.out).resolve()
+    if args.cluster and not args.storage:
+        raise SweepError("--cluster needs --storage: a path every node sees (NFS) or a URI such "
+                         "as s3://bucket/prefix")
+    storage = args.storage or str(out / "tune")
+    if not _is_uri(storage):
+        storage = str(Path(storage).resolve())
+        if args.cluster:
+            warnings.warn(f"--storage {storage} is a local path: it must be a shared filesystem "
+                          "mounted at the same path on every node, or multi-node trials fail",
+                          stacklevel=1)
+    if args.cluster:
+        warnings.warn(f"--out {out} receives every trial's result rows and checkpoints: it must be "
+                      "a shared filesystem mounted at the same path on every node", stacklevel=1)
+    epochs = args.epochs if args.epochs is not None else (2 if args.smoke else 10)
+    trials = args.trials if args.trials is not None else (2 if args.smoke else 16)
+    synthetic = to_dict(SMOKE_SYNTHETIC) if args.smoke else None
+    batch = 24 if args.smoke else None
+    base = base_from(epochs, args.seed, args.backbone, args.data, synthetic, batch)
+    if args.smoke or args.no_amp:
+        base["amp"] = False
+    fail = os.environ.get(FAIL_ENV)
+    cpus = os.cpu_count() or 1
+    return Settings(
+        out=str(out), storage=storage, base=base, protocols=protocols_of(args.protocols),
+        trials=trials, seed=args.seed, space=args.space, gates=not args.no_gates,
+        objective=args.objective, workers_per_trial=args.workers_per_trial,
+        gpus_per_worker=args.gpus_per_worker, cpus_per_trial=1,
+        grace_period=args.grace_period, asha=not args.no_asha,
+        trial_max_failures=args.max_failures if args.max_failures is not None else (2 if args.cluster else 0),
+        fail_trial=int(fail) if fail not in (None, "") else None,
+        data_root=os.environ.get("RISE_DIST_DATA"), cluster=args.cluster,
+        max_concurrent=min(trials, cpus))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cluster", action="store_true", help="join an existing Ray cluster")
+    p.add_argument("--address", help="cluster address (default RAY_ADDRESS, else 'auto')")
+    p.add_argument("--storage", help="Tune storage: a shared path or URI (default OUT/tune)")
+    p.add_argument("--trials", type=int, help="number of trials (default 16; --smoke 2)")
+    p.add_argument("--protocols", default="all", help="'all' (the four leave-one-out) or CPS_W,...")
+    p.add_argument("--backbone", choices=BACKBONES)
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a cache path every node sees")
+    p.add_argument("--epochs", type=int, help="epochs per protocol (default 10; --smoke 2)")
+    p.add_argument("--workers-per-trial", type=int, default=1)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed and training seed")
+    p.add_argument("--objective", choices=(SOURCE_VAL, ORACLE), default=SOURCE_VAL)
+    p.add_argument("--space", choices=sorted(spaces.SPACES), default="rise")
+    p.add_argument("--no-gates", action="store_true", help="never turn a loss term off")
+    p.add_argument("--no-asha", action="store_true", help="no early stopping")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA grace period (epochs)")
+    p.add_argument("--max-failures", type=int, help="Tune retries of a failed trial "
+                   "(default 0 locally, 2 with --cluster)")
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="tiny synthetic data, 2 trials, 2 epochs")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--out", default="runs/sweep")
+    args = p.parse_args(argv)
+    if args.workers_per_trial < 1 or args.gpus_per_worker < 0:
+        p.error("--workers-per-trial must be >= 1 and --gpus-per-worker >= 0")
+    try:
+        if args.resume:
+            s = Settings.load(Path(args.out).resolve())
+            print(f"resuming the sweep in {s.out} with its saved settings ({len(s.protocols)} "
+                  f"protocols, {s.trials} trials, {s.epochs} epochs)", flush=True)
+        else:
+            s = build_settings(args)
+        run_sweep(s, resume=args.resume, address=args.address, num_cpus=args.num_cpus)
+    except (SweepError, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,513 @@
+"""Ray Tune + Optuna sweep of the RiSe loss weights over leave-one-out protocols.
+
+One trial = one point of the search space (``spaces.py``) trained and evaluated on every
+protocol given (default: the four leave-one-out ones). Its Runs step in lockstep; after each
+epoch the trial reports every protocol's metrics and their mean (``worker.trial_metrics``).
+The objective Optuna minimizes is the mean over protocols of the source-validation HTER of each
+run's selected epoch (``source_val_hter``); the oracle (``oracle_test_hter``: lowest target test
+HTER) is reported beside it and optimized only with ``objective="oracle"``, which every output
+then names.
+
+Pieces:
+- ``OptunaSearch`` with a seeded ``TPESampler``, ``max_concurrent_trials`` from the resources,
+  and ``PartialAwareOptunaSearch``: Ray tells Optuna that a trial ASHA stopped is COMPLETE with
+  its last, partial score, which biases TPE towards short trials' noisy numbers. Here such a
+  trial (last reported epoch < planned epochs, no error) is told as PRUNED instead, after its
+  per-epoch values were reported as intermediate values: exactly what an Optuna pruner would
+  have produced, and TPE ranks pruned trials by their intermediate values below complete ones.
+- ASHA on the per-epoch report (``training_iteration`` = epoch).
+- A trial trains in its own process when it has one CPU worker and no GPU; otherwise it is a
+  Ray Train driver (``train/worker.py: fit_trial``) and takes a ``driver_slot`` custom resource
+  instead of a CPU (a 2-worker trial on 2 CPUs would otherwise never start).
+- Result rows go to the results store under ``out`` with ``trial_id`` and the weights as
+  columns. At the end (``reconcile``) runs whose trial was stopped by ASHA get
+  ``stopped_early`` and runs of a trial that errored get ``failed`` if the trial itself could not
+  record it (a trainable that raises records ``failed`` with the reason before re-raising).
+- The Optuna study: the searcher's own study lives in memory inside Tune's searcher state (it
+  is pickled with the experiment, so ``Tuner.restore`` brings it back intact). After every
+  sweep, also after a resumed one, ``write_study`` rebuilds ``<out>/optuna.db`` (SQLite) from
+  Tune's results: every trial with its parameters, per-epoch intermediate values and state
+  (COMPLETE, PRUNED for ASHA-stopped, FAIL). ``optuna-dashboard sqlite:///<out>/optuna.db``
+  works on it. A live RDB storage inside the searcher was avoided: the searcher is pickled on
+  every experiment checkpoint, and a driver killed between asking a trial and checkpointing
+  leaves the database and the restored searcher disagreeing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from rise_dist import results
+from rise_dist.config import TrainConfig, to_dict
+from rise_dist.data.protocols import parse_protocols
+from rise_dist.metrics import AUC, HTER, ORACLE, SOURCE_VAL, TPR_AT_FPR_1PCT, VAL_THRESHOLD
+from rise_dist.train import worker
+from rise_dist.tune import spaces
+
+EXPERIMENT = "sweep"
+SETTINGS_FILE = "sweep.json"
+STUDY_FILE = "optuna.db"
+STUDY_NAME = "rise-sweep"
+FAIL_ENV = "RISE_DIST_SWEEP_FAIL_TRIAL"
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start as asked (bad address, storage, resources, existing output)."""
+
+
+@dataclass
+class Settings:
+    """Everything a sweep needs, as plain values (saved to ``<out>/sweep.json``; ``--resume``
+    reads it back so the restored sweep is the one that was started)."""
+
+    out: str
+    storage: str
+    base: dict = field(default_factory=dict)  # fixed TrainConfig fields (nested dicts)
+    protocols: list[str] = field(default_factory=lambda: ["CPS_W", "CPW_S", "CSW_P", "PSW_C"])
+    trials: int = 8
+    seed: int = 0
+    space: str = "rise"
+    gates: bool = True
+    objective: str = SOURCE_VAL
+    workers_per_trial: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_trial: int = 1
+    max_concurrent: int = 1
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    asha: bool = True
+    trial_max_failures: int = 0
+    train_max_failures: int = 2
+    fail_trial: int | None = None  # test hook (RISE_DIST_SWEEP_FAIL_TRIAL)
+    stop_after: int | None = None  # test hook: Tune stops every trial after this many epochs
+    data_root: str | None = None
+    cluster: bool = False
+
+    @property
+    def epochs(self) -> int:
+        return int(self.base.get("epochs", TrainConfig().epochs))
+
+    @property
+    def uses_train(self) -> bool:
+        return self.workers_per_trial > 1 or self.gpus_per_worker > 0
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage.rstrip('/')}/{EXPERIMENT}"
+
+    def save(self) -> None:
+        p = Path(self.out) / SETTINGS_FILE
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, out) -> Settings:
+        p = Path(out) / SETTINGS_FILE
+        if not p.exists():
+            raise SweepError(f"{p} not found: nothing to resume in {out}")
+        return cls(**json.loads(p.read_text()))
+
+
+def the_space(s: Settings) -> dict:
+    return spaces.SPACES[s.space](s.gates)
+
+
+# ------------------------------------------------------------------------------- the trial
+
+def trainable(config: dict, settings: dict) -> None:
+    """A Tune function trainable: one trial, every protocol, in lockstep."""
+    import ray
+    import ray.tune
+    import torch
+
+    s = Settings(**settings)
+    ctx = ray.tune.get_context()
+    trial_id, number = ctx.get_trial_id(), worker.trial_number(ctx.get_trial_dir())
+    if s.data_root:
+        os.environ["RISE_DIST_DATA"] = s.data_root
+    sample = {k: config[k] for k in the_space(s) if k in config}
+    cfgs = spaces.configs_for(sample, s.base, s.protocols)
+    if s.uses_train:
+        worker.fit_trial(cfgs, out_dir=s.out, trial_id=trial_id, objective=s.objective,
+                         num_workers=s.workers_per_trial, gpus_per_worker=s.gpus_per_worker,
+                         storage_path=s.storage, max_failures=s.train_max_failures,
+                         fail_trial=s.fail_trial, data_root=s.data_root,
+                         trial_number=number)
+        return
+    torch.set_num_threads(max(1, s.cpus_per_trial))
+    reported = worker.read_epoch(ray.tune.get_checkpoint())
+    runs: list = []
+    try:
+        runs = worker.open_runs(cfgs, s.out, trial_id, device="cpu")
+        for epoch, _diverged in worker.lockstep(runs, reported):
+            metrics = worker.trial_metrics(runs, epoch, s.objective)
+            metrics["node_id"] = ray.get_runtime_context().get_node_id()
+            worker.injected_failure(number, s.fail_trial, epoch)
+            with _tmpdir() as d:
+                worker.write_epoch(d, epoch)
+                ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(d))
+        worker.finish_runs(runs)
+    except Exception as e:
+        worker.fail_runs(runs, e)
+        raise
+
+
+def _tmpdir():
+    import tempfile
+
+    return tempfile.TemporaryDirectory()
+
+
+def _partial_aware_searcher(space, seed: int, epochs: int, metric: str):
+    from ray.tune.search.optuna import OptunaSearch
+
+    class PartialAwareOptunaSearch(OptunaSearch):
+        """OptunaSearch that tells Optuna an ASHA-stopped trial is PRUNED (see module doc)."""
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            if (result and not error and trial_id not in self._completed_trials
+                    and int(result.get("training_iteration", epochs)) < epochs):
+                ot_trial = self._ot_trials[trial_id]
+                try:
+                    self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+                except Exception as exc:  # noqa: BLE001 - as Ray's own on_trial_complete
+                    print(f"optuna tell(PRUNED) failed for {trial_id}: {exc}", file=sys.stderr)
+                self._completed_trials.add(trial_id)
+                return
+            super().on_trial_complete(trial_id, result, error)
+
+    return PartialAwareOptunaSearch(space=space, metric=metric, mode="min",
+                                    sampler=optuna.samplers.TPESampler(seed=seed))
+
+
+def _wrapped_trainable(s: Settings):
+    import ray.tune
+
+    fn = ray.tune.with_parameters(trainable, settings=asdict(s))
+    if s.uses_train:  # the trial is a Train driver: no CPU of its own (notes §0.3)
+        return ray.tune.with_resources(fn, {"cpu": 0, "driver_slot": 1})
+    return ray.tune.with_resources(fn, {"cpu": s.cpus_per_trial})
+
+
+def build_tuner(s: Settings):
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    searcher = _partial_aware_searcher(the_space(s), s.seed, s.epochs, "objective")
+    scheduler = (ASHAScheduler(time_attr="training_iteration", metric="objective", mode="min",
+                               max_t=s.epochs, grace_period=min(s.grace_period, s.epochs),
+                               reduction_factor=s.reduction_factor)
+                 if s.asha else FIFOScheduler())
+    return ray.tune.Tuner(
+        _wrapped_trainable(s),
+        tune_config=ray.tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                        num_samples=s.trials, max_concurrent_trials=s.max_concurrent,
+                                        **({} if s.asha else {"metric": "objective", "mode": "min"})),
+        run_config=ray.tune.RunConfig(
+            name=EXPERIMENT, storage_path=s.storage, verbose=1,
+            stop={"training_iteration": s.stop_after} if s.stop_after else None,
+            failure_config=ray.tune.FailureConfig(max_failures=s.trial_max_failures),
+            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
+    )
+
+
+# ------------------------------------------------------------------------------ Ray set-up
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A cluster address that does not answer is a clear error within seconds, not a hang."""
+    if address in ("auto", "") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise SweepError(f"no Ray cluster answers at {address}: {e}. Start one with "
+                         "`ray start --head` (docs/distributed.md) or fix --address/RAY_ADDRESS") from e
+
+
+def init_ray(s: Settings, address: str | None = None, num_cpus: int | None = None):
+    """Start an embedded Ray on 127.0.0.1 (local) or join a cluster (``s.cluster``)."""
+    import ray
+
+    env = {"RISE_DIST_DATA": s.data_root} if s.data_root else {}
+    if s.cluster:
+        address = address or os.environ.get("RAY_ADDRESS") or "auto"
+        if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
+            os.environ["RAY_AUTH_MODE"] = "token"  # notes §0.10: explicit addresses need it
+        check_address(address)
+        repo = Path(__file__).resolve().parents[2]
+        runtime_env = {"env_vars": env, "working_dir": str(repo),
+                       "excludes": ["runs/", ".venv/", ".git/", ".pytest_cache/", ".ruff_cache/",
+                                    "*.egg-info/", "*.parquet", "*.pt", "**/__pycache__/"]}
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        except Exception as e:
+            raise SweepError(f"could not join the Ray cluster at {address}: {e}") from e
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # embedded, loopback only
+    n = num_cpus or os.cpu_count() or 1
+    ray.init(num_cpus=n, include_dashboard=s.uses_train,  # Train's clean-up needs it (notes §0.2)
+             _node_ip_address="127.0.0.1", resources={"driver_slot": max(2, n)},
+             object_store_memory=512 * 1024**2, runtime_env={"env_vars": env} if env else None,
+             log_to_driver=True)
+
+
+def plan_concurrency(s: Settings) -> int:
+    """Trials that fit at once: CPUs (or GPUs) over what one trial takes."""
+    import ray
+
+    res = ray.cluster_resources()
+    if s.uses_train:
+        if s.gpus_per_worker > 0:
+            fit = int(res.get("GPU", 0) // (s.workers_per_trial * s.gpus_per_worker))
+            if fit < 1:
+                raise SweepError(f"the cluster has {res.get('GPU', 0)} GPUs; a trial needs "
+                                 f"{s.workers_per_trial} x {s.gpus_per_worker}")
+        else:
+            fit = int(res.get("CPU", 0) // s.workers_per_trial)
+        if res.get("driver_slot", 0) < 1:
+            raise SweepError("the cluster has no 'driver_slot' resource for trial drivers: start "
+                             "the head with --resources='{\"driver_slot\": 8}' (docs/distributed.md)")
+        fit = min(fit, int(res["driver_slot"]))
+    else:
+        fit = int(res.get("CPU", 1) // s.cpus_per_trial)
+    if fit < 1:
+        raise SweepError(f"one trial does not fit in the cluster's resources {res}")
+    return max(1, min(fit, s.trials))
+
+
+# ----------------------------------------------------------------------- after the sweep
+
+def _status_of(result, epochs: int) -> str:
+    if result.error is not None:
+        return "failed"
+    it = int((result.metrics or {}).get("training_iteration", 0) or 0)
+    return "completed" if it >= epochs else "stopped_early"
+
+
+def reconcile(s: Settings, grid) -> None:
+    """Give every run still marked ``running`` its trial's final status (the trainable cannot
+    do it for a trial that Tune stopped or killed)."""
+    by_trial = {}
+    for r in grid:
+        by_trial[(r.metrics or {}).get("trial_id") or _trial_id(r)] = r
+    root = Path(s.out) / results.RESULTS_SUBDIR
+    if not root.exists():
+        return
+    for f in sorted(root.glob("*.parquet")):
+        df = pd.read_parquet(f)
+        if df.empty or "trial_id" not in df or not (df["status"] == "running").any():
+            continue
+        r = by_trial.get(df["trial_id"].iloc[0])
+        if r is None:
+            continue
+        status = _status_of(r, s.epochs)
+        if status == "completed" and int(df["epoch"].max()) < s.epochs:
+            status = "stopped_early"
+        reason = {"failed": f"trial errored: {str(r.error)[:500]}",
+                  "stopped_early": f"stopped by ASHA after epoch {int(df['epoch'].max())}",
+                  "completed": ""}[status]
+        df["status"], df["status_reason"] = status, reason
+        results.write_run(s.out, f.stem, df.to_dict("records"))
+
+
+def _trial_id(result) -> str | None:
+    """The trial id from a result's directory ``<trainable>_<id>_<n>_<tag>`` (a trial that
+    errored before its first report has no metrics to carry it)."""
+    parts = Path(str(result.path)).name.split("_")
+    return parts[1] if len(parts) > 1 else None
+
+
+def write_study(s: Settings, grid) -> Path:
+    """Rebuild ``<out>/optuna.db`` from Tune's results (see module doc)."""
+    path = Path(s.out).resolve() / STUDY_FILE
+    url = f"sqlite:///{path}"
+    try:
+        optuna.delete_study(study_name=STUDY_NAME, storage=url)
+    except KeyError:
+        pass
+    study = optuna.create_study(study_name=STUDY_NAME, storage=url, direction="minimize")
+    study.set_user_attr("objective", worker.OBJECTIVES[s.objective])
+    study.set_user_attr("protocols", list(s.protocols))
+    study.set_user_attr("epochs", s.epochs)
+    space = the_space(s)
+    for r in sorted(grid, key=lambda r: str((r.metrics or {}).get("trial_id", r.path))):
+        cfg = r.config or {}
+        params = {k: cfg[k] for k in space if k in cfg}
+        if set(params) != set(space):
+            continue
+        m = r.metrics or {}
+        inter = {}
+        df = r.metrics_dataframe
+        if df is not None and "objective" in df:
+            for it, v in zip(df["training_iteration"], df["objective"], strict=True):
+                if _finite(v):
+                    inter[int(it)] = float(v)
+        status = _status_of(r, s.epochs)
+        state = {"completed": optuna.trial.TrialState.COMPLETE,
+                 "stopped_early": optuna.trial.TrialState.PRUNED,
+                 "failed": optuna.trial.TrialState.FAIL}[status]
+        value = m.get("objective") if state == optuna.trial.TrialState.COMPLETE else None
+        if state == optuna.trial.TrialState.COMPLETE and not _finite(value):
+            state, value = optuna.trial.TrialState.FAIL, None
+        attrs = {"tune_trial_id": m.get("trial_id"), "objective_name": worker.OBJECTIVES[s.objective]}
+        for k in ("source_val_hter", "source_val_test_hter", "oracle_test_hter"):
+            if _finite(m.get(k)):
+                attrs[k] = float(m[k])
+        if r.error is not None:
+            attrs["error"] = str(r.error)[:500]
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=space, value=value, state=state,
+            intermediate_values=inter, user_attrs=attrs))
+    return path
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def summarize(s: Settings, grid) -> dict:
+    """The best trial (lowest objective among those that ran every epoch; if none did, among
+    all that reported) with its weights and per-protocol table from the results store."""
+    done = [r for r in grid if r.error is None and _status_of(r, s.epochs) == "completed"
+            and _finite((r.metrics or {}).get("objective"))]
+    pool = done or [r for r in grid if _finite((r.metrics or {}).get("objective"))]
+    counts = {st: sum(_status_of(r, s.epochs) == st for r in grid)
+              for st in ("completed", "stopped_early", "failed")}
+    out = {"trials": len(grid), "counts": counts, "best": None}
+    if not pool:
+        return out
+    best = min(pool, key=lambda r: r.metrics["objective"])
+    m = best.metrics
+    tid = m["trial_id"]
+    df = results.load(s.out)
+    df = df[df["trial_id"] == tid]
+    table = []
+    for rule in (SOURCE_VAL, ORACLE):
+        for _, row in results.select(df, rule).iterrows():
+            table.append({"selection": rule, "protocol": row["protocol"], "epoch": int(row["epoch"]),
+                          "val_hter": row[results.column("val", HTER)],
+                          "test_hter": row[results.column("test", HTER)],
+                          "test_auc": row[results.column("test", AUC)],
+                          "test_tpr_at_fpr_1pct": row[results.column("test", TPR_AT_FPR_1PCT)],
+                          "test_hter@val_threshold": row[results.column("test", HTER, VAL_THRESHOLD)]})
+    sample = {k: best.config[k] for k in the_space(s) if k in best.config}
+    out["best"] = {"trial_id": tid, "weights": spaces.flat_weights(sample),
+                   "objective": m["objective"], "objective_name": m.get("objective_name"),
+                   "source_val_hter": m.get("source_val_hter"),
+                   "oracle_test_hter": m.get("oracle_test_hter"),
+                   "complete": bool(done), "table": table}
+    out["world_size"] = int(m.get("world_size", 1))
+    return out
+
+
+def format_summary(s: Settings, summary: dict, study_path: Path) -> str:
+    obj = worker.OBJECTIVES[s.objective]
+    counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
+    lines = [f"sweep: {summary['trials']} trials ({counts}); "
+             f"protocols {','.join(s.protocols)}; objective {obj} (mean over protocols, minimized)"
+             + ("  [ORACLE: selected on the target test set, an optimistic upper bound]"
+                if s.objective == ORACLE else "")]
+    b = summary["best"]
+    if b is None:
+        lines.append("no trial reported a score")
+    else:
+        w = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in sorted(b["weights"].items()))
+        lines.append(f"best trial {b['trial_id']}{'' if b['complete'] else ' (no trial ran every epoch)'}: "
+                     f"{obj} {100 * b['objective']:.2f}%  (mean source-val HTER "
+                     f"{100 * b['source_val_hter']:.2f}%, oracle mean test HTER "
+                     f"{100 * b['oracle_test_hter']:.2f}%)")
+        lines.append(f"  weights: {w}")
+        lines.append(f"  {'selection':<10} {'protocol':<8} {'epoch':>5} {'val HTER':>9} {'test HTER':>10} "
+                     f"{'AUC':>7} {'TPR@1%':>7} {'HTER@val_thr':>12}")
+        for t in b["table"]:
+            lines.append(f"  {t['selection']:<10} {t['protocol']:<8} {t['epoch']:>5} "
+                         f"{100 * t['val_hter']:>8.2f}% {100 * t['test_hter']:>9.2f}% "
+                         f"{100 * t['test_auc']:>6.2f}% {100 * t['test_tpr_at_fpr_1pct']:>6.2f}% "
+                         f"{100 * t['test_hter@val_threshold']:>11.2f}%")
+        for rule in (SOURCE_VAL, ORACLE):
+            rows = [t for t in b["table"] if t["selection"] == rule]
+            if rows:
+                mean = sum(t["test_hter"] for t in rows) / len(rows)
+                lines.append(f"  mean test HTER, {rule} selection: {100 * mean:.2f}%")
+    lines.append(f"results store: {Path(s.out).resolve()}  (rise_dist.results.load)")
+    lines.append(f"Optuna study:  {study_path}  (optuna-dashboard sqlite:///{study_path}, "
+                 f"study {STUDY_NAME!r})")
+    lines.append(f"Tune experiment: {s.experiment_path}  (resume with --resume --out {s.out})")
+    return "\n".join(lines)
+
+
+def run_sweep(s: Settings, *, resume: bool = False, address: str | None = None,
+              num_cpus: int | None = None) -> dict:
+    """Start or resume a sweep; return the summary (also printed)."""
+    import ray
+    import ray.tune
+
+    t0 = time.perf_counter()
+    init_ray(s, address, num_cpus)
+    try:
+        exp = s.experiment_path
+        if resume:
+            if not ray.tune.Tuner.can_restore(exp):
+                raise SweepError(f"no Tune experiment to resume at {exp}")
+            tuner = ray.tune.Tuner.restore(exp, trainable=_wrapped_trainable(s),
+                                           resume_unfinished=True, resume_errored=True)
+        else:
+            if ray.tune.Tuner.can_restore(exp):
+                raise SweepError(f"{exp} already holds a sweep: pass --resume to continue it, or "
+                                 "choose another --out/--storage")
+            s.max_concurrent = plan_concurrency(s)
+            s.save()
+            tuner = build_tuner(s)
+        grid = tuner.fit()
+        trials = list(grid)
+        reconcile(s, trials)
+        study_path = write_study(s, trials)
+        summary = summarize(s, trials)
+        summary["wall_s"] = time.perf_counter() - t0
+        print(format_summary(s, summary, study_path), flush=True)
+        print(f"wall time {summary['wall_s']:.1f}s", flush=True)
+        return summary
+    finally:
+        ray.shutdown()
+
+
+def protocols_of(spec: str) -> list[str]:
+    return [p.name for p in parse_protocols(spec)]
+
+
+def base_from(epochs: int, seed: int, backbone: str | None, data: str, synthetic: dict | None,
+              batch_size: int | None = None) -> dict:
+    base: dict = {"epochs": epochs, "seed": seed, "data": data}
+    if backbone:
+        base["model"] = {"backbone": backbone}
+    if synthetic:
+        base["synthetic"] = synthetic
+    if batch_size:
+        base["batch_size"] = batch_size
+    # validated once here, so a bad flag fails before Ray starts
+    spaces.configs_for({}, base, ["CPS_W"])
+    return base
+
+
+__all__ = ["Settings", "SweepError", "run_sweep", "build_tuner", "reconcile", "write_study",
+           "summarize", "to_dict"]
