@@ -23,12 +23,16 @@ from rise_dist.data.cache import MODALITIES, Cache, Part
 from rise_dist.data.protocols import Protocol
 
 
-def _gather(part: Part, idx: np.ndarray) -> dict[str, torch.Tensor]:
+def _gather(part: Part, idx: np.ndarray, domain: int) -> dict[str, torch.Tensor]:
+    """Rows ``idx`` of ``part``: uint8 images, float labels, the domain id repeated."""
     order = np.argsort(idx, kind="stable")  # sorted reads are sequential in the memmap
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
-    return {m: torch.from_numpy(np.ascontiguousarray(part.arrays[m][idx[order]][inv]))
-            for m in MODALITIES}
+    batch = {m: torch.from_numpy(np.ascontiguousarray(part.arrays[m][idx[order]][inv]))
+             for m in MODALITIES}
+    batch["label"] = torch.from_numpy(part.index["label"].to_numpy()[idx]).float()
+    batch["domain"] = torch.full((len(idx),), domain, dtype=torch.long)
+    return batch
 
 
 @dataclass
@@ -76,10 +80,7 @@ class TrainBatches:
             chunks = []
             for d, (part, idx) in enumerate(zip(self.parts, per_domain, strict=True)):
                 mine = idx[self.rank::self.world_size]  # this rank's shard of the global batch
-                batch = _gather(part, mine)
-                batch["label"] = torch.from_numpy(part.index["label"].to_numpy()[mine]).float()
-                batch["domain"] = torch.full((len(mine),), d, dtype=torch.long)
-                chunks.append(batch)
+                chunks.append(_gather(part, mine, d))
             yield {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
 
@@ -108,9 +109,7 @@ class EvalSet:
                 idx = np.arange(start, min(start + batch_size * world_size, len(part)))
                 idx = idx[rank::world_size]
                 if len(idx):
-                    batch = _gather(part, idx)
-                    batch["label"] = torch.from_numpy(part.index["label"].to_numpy()[idx]).float()
-                    batch["domain"] = torch.full((len(idx),), d, dtype=torch.long)
+                    batch = _gather(part, idx, d)
                     batch["row"] = torch.from_numpy(idx + offset)
                     yield batch
             offset += len(part)
