@@ -118,7 +118,8 @@ def lockstep(runs: list[Run], reported: int = 0) -> Iterator[tuple[int, list[Run
                 next(it, None)
 
 
-def _finite(x) -> float | None:
+def finite_or_none(x) -> float | None:
+    """``float(x)`` when it is a finite number, else None (NaN, inf, None, non-numbers)."""
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -141,7 +142,7 @@ def trial_metrics(runs: list[Run], epoch: int, objective: str = SOURCE_VAL) -> d
     sums: dict[str, list[float]] = {}
 
     def put(key: str, p: str, value) -> None:
-        v = _finite(value)
+        v = finite_or_none(value)
         if v is None:
             out["diverged"] = True
             v = BAD_SCORE if "auc" not in key and "tpr" not in key else 0.0

@@ -36,7 +36,6 @@ Pieces:
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import sys
@@ -378,10 +377,7 @@ def write_study(s: Settings, grid) -> Path:
 
 
 def _finite(v) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
+    return worker.finite_or_none(v) is not None
 
 
 def summarize(s: Settings, grid) -> dict:
