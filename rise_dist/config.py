@@ -103,6 +103,7 @@ class SyntheticConfig:
 
 METHODS = ("erm", "asyirm", "mmsd", "rise")
 BACKBONES = ("cnn", "resnet18", "vit_b16")
+NORMS = ("batch", "group")
 MMSD_VARIANTS = ("slot", "cross_domain", "slot_domain", "intrinsic")
 
 
@@ -127,6 +128,10 @@ class ModelConfig:
     - ``pretrained``: a local weights file for the backbone (never downloaded); None = random.
     - ``missing``: how an absent modality is handled: ``zero_input`` (the lineage: its image is
       zeros and goes through its stream) or ``drop_feature`` (the fusion also zeroes its feature).
+    - ``norm``: the CNN/ResNet streams' normalisation: ``batch`` (BatchNorm, the default) or
+      ``group`` (GroupNorm, per sample). Under DDP on GPUs BatchNorm becomes SyncBatchNorm;
+      on CPU (gloo) PyTorch has no SyncBatchNorm, so each rank normalises with its own slice's
+      statistics; ``group`` makes an N-worker run compute exactly the 1-worker gradient (ERM).
     """
 
     backbone: str = "cnn"
@@ -136,9 +141,11 @@ class ModelConfig:
     adapter_dim: int = 64
     missing: str = "zero_input"
     dropout: float = 0.1
+    norm: str = "batch"
 
     def __post_init__(self):
         c = type(self).__name__
+        _check(self.norm in NORMS, c, "norm", self.norm, f"one of {NORMS}")
         _check(self.backbone in BACKBONES, c, "backbone", self.backbone, f"one of {BACKBONES}")
         _check(isinstance(self.feature_dim, int) and 8 <= self.feature_dim <= 4096, c,
                "feature_dim", self.feature_dim, "an int in [8, 4096]")

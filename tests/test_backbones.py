@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from rise_dist.config import ModelConfig
+from rise_dist.config import ConfigError, ModelConfig
 from rise_dist.data.cache import CHANNELS, MODALITIES
 from rise_dist.model.backbones import (
     Adapter,
@@ -281,3 +281,19 @@ def test_vit_mismatched_keys(tmp_path):
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"v\.pt.*encoder\.extra"):
         build_backbone(ModelConfig(backbone="vit_b16", feature_dim=D, pretrained=str(path)), (32, 32))
+
+
+def test_group_norm_streams_give_a_sample_the_same_feature_whatever_its_batch():
+    """ModelConfig.norm='group' (what exact DDP equivalence on CPU relies on): in training mode a
+    sample's feature does not depend on the rest of its batch; BatchNorm's does."""
+    x = torch.rand(8, 3, 16, 16)
+    for norm, independent in (("group", True), ("batch", False)):
+        torch.manual_seed(0)
+        net = CNNStream(3, D, norm).train()
+        whole, half = net(x)[:4], net(x[:4])
+        assert torch.allclose(whole, half, atol=1e-5) == independent, norm
+
+
+def test_an_unknown_norm_is_a_config_error():
+    with pytest.raises(ConfigError, match="norm"):
+        ModelConfig(norm="layer")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -37,14 +37,24 @@ def build_backbone(cfg: ModelConfig, image_size: tuple[int, int]) -> nn.Module:
     """The three modality streams for ``cfg.backbone``; forward: ``{m: (B, C_m, H, W)} -> {m: (B, D)}``."""
     state = load_state_file(cfg.pretrained) if cfg.pretrained is not None else None
     if cfg.backbone == "cnn":
-        return ModalityStreams({m: CNNStream(CHANNELS[m], cfg.feature_dim) for m in MODALITIES},
+        return ModalityStreams({m: CNNStream(CHANNELS[m], cfg.feature_dim, cfg.norm) for m in MODALITIES},
                                state, cfg.pretrained)
     if cfg.backbone == "resnet18":
-        return ModalityStreams({m: ResNetStream(cfg.feature_dim) for m in MODALITIES},
+        return ModalityStreams({m: ResNetStream(cfg.feature_dim, cfg.norm) for m in MODALITIES},
                                state, cfg.pretrained)
     if cfg.backbone == "vit_b16":
         return SharedViT(cfg, image_size, state)
     raise ValueError(f"unknown backbone {cfg.backbone!r}")
+
+
+def norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    """``channels -> module`` for ModelConfig.norm: BatchNorm2d, or GroupNorm with groups of 16
+    channels (per-sample statistics: a sample's features never depend on its batch)."""
+    if norm == "batch":
+        return nn.BatchNorm2d
+    if norm == "group":
+        return lambda c: nn.GroupNorm(max(1, c // 16), c)
+    raise ValueError(f"unknown norm {norm!r}")
 
 
 # --- weights files --------------------------------------------------------------------------------
@@ -142,7 +152,7 @@ class CNNStream(nn.Module):
 
     WIDTHS = (32, 64, 128, 128)
 
-    def __init__(self, in_channels: int, feature_dim: int):
+    def __init__(self, in_channels: int, feature_dim: int, norm: str = "batch"):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
@@ -150,7 +160,7 @@ class CNNStream(nn.Module):
             # Full resolution in the first block: the fine texture cues (recapture artefacts) of
             # small face crops are gone after one stride-2 step.
             layers += [nn.Conv2d(c, w, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
-                       nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                       norm_layer(norm)(w), nn.ReLU(inplace=True)]
             c = w
         self.features = nn.Sequential(*layers)
         self.proj = nn.Linear(c, feature_dim)
@@ -176,11 +186,11 @@ class CNNStream(nn.Module):
 class ResNetStream(nn.Module):
     """(B, 1 or 3, H, W) in [0, 1] -> (B, D): torchvision ResNet-18 with fc = Linear(512, D)."""
 
-    def __init__(self, feature_dim: int):
+    def __init__(self, feature_dim: int, norm: str = "batch"):
         super().__init__()
         tv = _torchvision()
         self.input = _ImageNetInput()
-        self.net = tv.models.resnet18()  # never weights=: nothing is downloaded
+        self.net = tv.models.resnet18(norm_layer=norm_layer(norm))  # never weights=: no download
         self.net.fc = nn.Linear(self.net.fc.in_features, feature_dim)
 
     def forward(self, x: Tensor) -> Tensor:

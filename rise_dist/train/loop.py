@@ -223,6 +223,10 @@ class Run:
         self.data = ProtocolData.from_cache(cache, protocol, cfg.batch_size, cfg.seed, rank,
                                             world_size)
         self.model = RiSeModel(cfg.model, self.data.image_size).to(self.device)
+        if world_size > 1 and self.device.type == "cuda":
+            # One set of batch statistics over the global batch, as one GPU would compute. gloo
+            # (CPU) has no SyncBatchNorm: there each rank uses its slice's (ModelConfig.norm).
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.objective = Objective(cfg, self.model.feature_dim, len(protocol.sources)).to(self.device)
         # The loss terms' own parameters (boundary radius, heads) get no weight decay: decay would
         # pull the radius R towards a constant that has nothing to do with the data.
@@ -303,6 +307,8 @@ class Run:
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
         self.sched.step()
+        if self.grad_sync is not None:  # the row gives the global batch's losses, not rank 0's
+            sums = self.grad_sync.mean_values(sums)
         bs = cfg.batch_size * 2
         val = score(model, objective, self.data.val, bs, device, self.amp)
         test = score(model, objective, self.data.test, bs, device, self.amp)

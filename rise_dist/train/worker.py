@@ -55,15 +55,22 @@ class GradSync:
     rank). ``all_finite(loss)``: True only if the loss is finite on every rank.
     """
 
-    def __init__(self, world_size: int):
+    def __init__(self, world_size: int, device: torch.device | str = "cpu"):
         import torch.distributed as dist
 
-        self.dist, self.world_size = dist, world_size
+        self.dist, self.world_size, self.device = dist, world_size, torch.device(device)
 
     def all_finite(self, loss: torch.Tensor) -> bool:
         bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0], device=loss.device)
         self.dist.all_reduce(bad)
         return bad.item() == 0
+
+    def mean_values(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean over ranks of each value (same keys on every rank, e.g. loss sums)."""
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)
+        self.dist.all_reduce(t)
+        return {k: v / self.world_size for k, v in zip(keys, t.cpu().tolist(), strict=True)}
 
     def average(self, params) -> None:
         params = [p for p in params if p.requires_grad]
@@ -229,7 +236,7 @@ def _worker_loop(config: dict) -> None:
     if config.get("data_root"):
         os.environ["RISE_DIST_DATA"] = config["data_root"]
     device = ray.train.torch.get_device()
-    sync = GradSync(world) if world > 1 else None
+    sync = GradSync(world, device) if world > 1 else None
     reported = read_epoch(ray.train.get_checkpoint())
     runs: list[Run] = []
     try:
@@ -252,20 +259,18 @@ def _worker_loop(config: dict) -> None:
         raise
 
 
-def fit_trial(cfgs: list[TrainConfig], *, out_dir, trial_id: str, objective: str,
-              num_workers: int, gpus_per_worker: float, storage_path: str,
-              max_failures: int = 2, fail_trial: int | None = None,
-              data_root: str | None = None, trial_number: int | None = None) -> None:
-    """Train a trial's protocols on a Ray Train worker group, from inside a Tune function
-    trainable (Ray 2.60 Train V2: ``Tuner(TorchTrainer)`` is gone; the trial is the Train
-    driver and ``TuneReportCallback`` forwards rank 0's reports to Tune)."""
+def trainer(cfgs: list[TrainConfig], *, out_dir, trial_id: str, objective: str, num_workers: int,
+            gpus_per_worker: float, storage_path: str, max_failures: int = 2,
+            fail_trial: int | None = None, data_root: str | None = None,
+            trial_number: int | None = None, callbacks: list | None = None):
+    """The ``TorchTrainer`` that trains ``cfgs`` (one per protocol) in lockstep on ``num_workers``
+    DDP ranks. ``fit_trial`` runs it inside a Tune trial; tests and benchmarks run it bare."""
     import ray.train
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     use_gpu = gpus_per_worker > 0
     per_worker = {"CPU": 1, **({"GPU": gpus_per_worker} if use_gpu else {})}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         _worker_loop,
         train_loop_config={"cfgs": cfgs, "out": str(Path(out_dir).resolve()), "trial_id": trial_id,
                            "objective": objective, "fail_trial": fail_trial,
@@ -281,6 +286,14 @@ def fit_trial(cfgs: list[TrainConfig], *, out_dir, trial_id: str, objective: str
             # fails the trial instead of retrying forever (the 2.60 default, -1).
             failure_config=ray.train.FailureConfig(max_failures=max_failures,
                                                    controller_failure_limit=2),
-            callbacks=[TuneReportCallback()]),
+            callbacks=callbacks or []),
     )
-    trainer.fit()
+
+
+def fit_trial(cfgs: list[TrainConfig], **kw) -> None:
+    """Train a trial's protocols on a Ray Train worker group, from inside a Tune function
+    trainable (Ray 2.60 Train V2: ``Tuner(TorchTrainer)`` is gone; the trial is the Train
+    driver and ``TuneReportCallback`` forwards rank 0's reports to Tune). ``kw``: ``trainer``'s."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trainer(cfgs, callbacks=[TuneReportCallback()], **kw).fit()
