@@ -17,44 +17,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from pathlib import Path
 
-from rise_dist.config import BACKBONES, ConfigError, SyntheticConfig, to_dict
+from rise_dist.config import BACKBONES, ConfigError, to_dict
 from rise_dist.metrics import ORACLE, SOURCE_VAL
 from rise_dist.tune import spaces
-from rise_dist.tune.sweep import (
-    FAIL_ENV,
-    Settings,
-    SweepError,
-    _is_uri,
-    base_from,
-    protocols_of,
-    run_sweep,
-)
-
-SMOKE_SYNTHETIC = SyntheticConfig(n_train=48, n_val=16, n_test=24, size=(16, 16))
+from rise_dist.tune.ray_setup import SMOKE_BATCH, SMOKE_SYNTHETIC, resolve_storage
+from rise_dist.tune.sweep import FAIL_ENV, Settings, SweepError, base_from, protocols_of, run_sweep
 
 
 def build_settings(args) -> Settings:
     out = Path(args.out).resolve()
-    if args.cluster and not args.storage:
-        raise SweepError("--cluster needs --storage: a path every node sees (NFS) or a URI such "
-                         "as s3://bucket/prefix")
-    storage = args.storage or str(out / "tune")
-    if not _is_uri(storage):
-        storage = str(Path(storage).resolve())
-        if args.cluster:
-            warnings.warn(f"--storage {storage} is a local path: it must be a shared filesystem "
-                          "mounted at the same path on every node, or multi-node trials fail",
-                          stacklevel=1)
-    if args.cluster:
-        warnings.warn(f"--out {out} receives every trial's result rows and checkpoints: it must be "
-                      "a shared filesystem mounted at the same path on every node", stacklevel=1)
+    storage = resolve_storage(out, args.storage, args.cluster)
     epochs = args.epochs if args.epochs is not None else (2 if args.smoke else 10)
     trials = args.trials if args.trials is not None else (2 if args.smoke else 16)
     synthetic = to_dict(SMOKE_SYNTHETIC) if args.smoke else None
-    batch = 24 if args.smoke else None
+    batch = SMOKE_BATCH if args.smoke else None
     base = base_from(epochs, args.seed, args.backbone, args.data, synthetic, batch)
     if args.smoke or args.no_amp:
         base["amp"] = False

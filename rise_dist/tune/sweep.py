@@ -35,23 +35,22 @@ Pieces:
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import optuna
-import pandas as pd
 
 from rise_dist import results
-from rise_dist.config import TrainConfig, to_dict
+from rise_dist.config import to_dict
 from rise_dist.data.protocols import parse_protocols
 from rise_dist.metrics import AUC, HTER, ORACLE, SOURCE_VAL, TPR_AT_FPR_1PCT, VAL_THRESHOLD
 from rise_dist.train import worker
-from rise_dist.tune import spaces
+from rise_dist.tune import spaces, trial
+from rise_dist.tune.ray_setup import SetupError, TuneSettings, check_address, init_ray, plan_concurrency
+from rise_dist.tune.trial import reconcile
 
 EXPERIMENT = "sweep"
 SETTINGS_FILE = "sweep.json"
@@ -59,62 +58,31 @@ STUDY_FILE = "optuna.db"
 STUDY_NAME = "rise-sweep"
 FAIL_ENV = "RISE_DIST_SWEEP_FAIL_TRIAL"
 
-
-class SweepError(RuntimeError):
-    """A sweep that cannot start as asked (bad address, storage, resources, existing output)."""
+# The name the sweep's callers know for "cannot start as asked" (shared with the ablation).
+SweepError = SetupError
 
 
 @dataclass
-class Settings:
+class Settings(TuneSettings):
     """Everything a sweep needs, as plain values (saved to ``<out>/sweep.json``; ``--resume``
-    reads it back so the restored sweep is the one that was started)."""
+    reads it back so the restored sweep is the one that was started). The fields every Tune
+    command shares are ``TuneSettings``'."""
 
-    out: str
-    storage: str
-    base: dict = field(default_factory=dict)  # fixed TrainConfig fields (nested dicts)
-    protocols: list[str] = field(default_factory=lambda: ["CPS_W", "CPW_S", "CSW_P", "PSW_C"])
+    EXPERIMENT: ClassVar[str] = EXPERIMENT
+    SETTINGS_FILE: ClassVar[str] = SETTINGS_FILE
+
     trials: int = 8
     seed: int = 0
     space: str = "rise"
     gates: bool = True
-    objective: str = SOURCE_VAL
-    workers_per_trial: int = 1
-    gpus_per_worker: float = 0.0
-    cpus_per_trial: int = 1
-    max_concurrent: int = 1
     grace_period: int = 1
     reduction_factor: float = 2.0
     asha: bool = True
-    trial_max_failures: int = 0
-    train_max_failures: int = 2
-    fail_trial: int | None = None  # test hook (RISE_DIST_SWEEP_FAIL_TRIAL)
     stop_after: int | None = None  # test hook: Tune stops every trial after this many epochs
-    data_root: str | None = None
-    cluster: bool = False
 
     @property
-    def epochs(self) -> int:
-        return int(self.base.get("epochs", TrainConfig().epochs))
-
-    @property
-    def uses_train(self) -> bool:
-        return self.workers_per_trial > 1 or self.gpus_per_worker > 0
-
-    @property
-    def experiment_path(self) -> str:
-        return f"{self.storage.rstrip('/')}/{EXPERIMENT}"
-
-    def save(self) -> None:
-        p = Path(self.out) / SETTINGS_FILE
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
-
-    @classmethod
-    def load(cls, out) -> Settings:
-        p = Path(out) / SETTINGS_FILE
-        if not p.exists():
-            raise SweepError(f"{p} not found: nothing to resume in {out}")
-        return cls(**json.loads(p.read_text()))
+    def n_trials(self) -> int:
+        return self.trials
 
 
 def the_space(s: Settings) -> dict:
@@ -124,47 +92,10 @@ def the_space(s: Settings) -> dict:
 # ------------------------------------------------------------------------------- the trial
 
 def trainable(config: dict, settings: dict) -> None:
-    """A Tune function trainable: one trial, every protocol, in lockstep."""
-    import ray
-    import ray.tune
-    import torch
-
+    """A Tune function trainable: one trial, every protocol, in lockstep (``trial.run``)."""
     s = Settings(**settings)
-    ctx = ray.tune.get_context()
-    trial_id, number = ctx.get_trial_id(), worker.trial_number(ctx.get_trial_dir())
-    if s.data_root:
-        os.environ["RISE_DIST_DATA"] = s.data_root
     sample = {k: config[k] for k in the_space(s) if k in config}
-    cfgs = spaces.configs_for(sample, s.base, s.protocols)
-    if s.uses_train:
-        worker.fit_trial(cfgs, out_dir=s.out, trial_id=trial_id, objective=s.objective,
-                         num_workers=s.workers_per_trial, gpus_per_worker=s.gpus_per_worker,
-                         storage_path=s.storage, max_failures=s.train_max_failures,
-                         fail_trial=s.fail_trial, data_root=s.data_root,
-                         trial_number=number)
-        return
-    torch.set_num_threads(max(1, s.cpus_per_trial))
-    reported = worker.read_epoch(ray.tune.get_checkpoint())
-    runs: list = []
-    try:
-        runs = worker.open_runs(cfgs, s.out, trial_id, device="cpu")
-        for epoch, _diverged in worker.lockstep(runs, reported):
-            metrics = worker.trial_metrics(runs, epoch, s.objective)
-            metrics["node_id"] = ray.get_runtime_context().get_node_id()
-            worker.injected_failure(number, s.fail_trial, epoch)
-            with _tmpdir() as d:
-                worker.write_epoch(d, epoch)
-                ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(d))
-        worker.finish_runs(runs)
-    except Exception as e:
-        worker.fail_runs(runs, e)
-        raise
-
-
-def _tmpdir():
-    import tempfile
-
-    return tempfile.TemporaryDirectory()
+    trial.run(spaces.configs_for(sample, s.base, s.protocols), s)
 
 
 def _partial_aware_searcher(space, seed: int, epochs: int, metric: str):
@@ -190,12 +121,7 @@ def _partial_aware_searcher(space, seed: int, epochs: int, metric: str):
 
 
 def _wrapped_trainable(s: Settings):
-    import ray.tune
-
-    fn = ray.tune.with_parameters(trainable, settings=asdict(s))
-    if s.uses_train:  # the trial is a Train driver: no CPU of its own (notes §0.3)
-        return ray.tune.with_resources(fn, {"cpu": 0, "driver_slot": 1})
-    return ray.tune.with_resources(fn, {"cpu": s.cpus_per_trial})
+    return trial.with_resources(trainable, s)
 
 
 def build_tuner(s: Settings):
@@ -220,116 +146,9 @@ def build_tuner(s: Settings):
     )
 
 
-# ------------------------------------------------------------------------------ Ray set-up
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def check_address(address: str, timeout: float = 5.0) -> None:
-    """A cluster address that does not answer is a clear error within seconds, not a hang."""
-    if address in ("auto", "") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=timeout):
-            pass
-    except (OSError, ValueError) as e:
-        raise SweepError(f"no Ray cluster answers at {address}: {e}. Start one with "
-                         "`ray start --head` (docs/distributed.md) or fix --address/RAY_ADDRESS") from e
-
-
-def init_ray(s: Settings, address: str | None = None, num_cpus: int | None = None):
-    """Start an embedded Ray on 127.0.0.1 (local) or join a cluster (``s.cluster``)."""
-    import ray
-
-    env = {"RISE_DIST_DATA": s.data_root} if s.data_root else {}
-    if s.cluster:
-        address = address or os.environ.get("RAY_ADDRESS") or "auto"
-        if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
-            os.environ["RAY_AUTH_MODE"] = "token"  # notes §0.10: explicit addresses need it
-        check_address(address)
-        repo = Path(__file__).resolve().parents[2]
-        runtime_env = {"env_vars": env, "working_dir": str(repo),
-                       "excludes": ["runs/", ".venv/", ".git/", ".pytest_cache/", ".ruff_cache/",
-                                    "*.egg-info/", "*.parquet", "*.pt", "**/__pycache__/"]}
-        try:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
-        except Exception as e:
-            raise SweepError(f"could not join the Ray cluster at {address}: {e}") from e
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # embedded, loopback only
-    n = num_cpus or os.cpu_count() or 1
-    ray.init(num_cpus=n, include_dashboard=s.uses_train,  # Train's clean-up needs it (notes §0.2)
-             _node_ip_address="127.0.0.1", resources={"driver_slot": max(2, n)},
-             object_store_memory=512 * 1024**2, runtime_env={"env_vars": env} if env else None,
-             log_to_driver=True)
-
-
-def plan_concurrency(s: Settings) -> int:
-    """Trials that fit at once: CPUs (or GPUs) over what one trial takes."""
-    import ray
-
-    res = ray.cluster_resources()
-    if s.uses_train:
-        if s.gpus_per_worker > 0:
-            fit = int(res.get("GPU", 0) // (s.workers_per_trial * s.gpus_per_worker))
-            if fit < 1:
-                raise SweepError(f"the cluster has {res.get('GPU', 0)} GPUs; a trial needs "
-                                 f"{s.workers_per_trial} x {s.gpus_per_worker}")
-        else:
-            fit = int(res.get("CPU", 0) // s.workers_per_trial)
-        if res.get("driver_slot", 0) < 1:
-            raise SweepError("the cluster has no 'driver_slot' resource for trial drivers: start "
-                             "the head with --resources='{\"driver_slot\": 8}' (docs/distributed.md)")
-        fit = min(fit, int(res["driver_slot"]))
-    else:
-        fit = int(res.get("CPU", 1) // s.cpus_per_trial)
-    if fit < 1:
-        raise SweepError(f"one trial does not fit in the cluster's resources {res}")
-    return max(1, min(fit, s.trials))
-
-
 # ----------------------------------------------------------------------- after the sweep
 
-def _status_of(result, epochs: int) -> str:
-    if result.error is not None:
-        return "failed"
-    it = int((result.metrics or {}).get("training_iteration", 0) or 0)
-    return "completed" if it >= epochs else "stopped_early"
-
-
-def reconcile(s: Settings, grid) -> None:
-    """Give every run still marked ``running`` its trial's final status (the trainable cannot
-    do it for a trial that Tune stopped or killed)."""
-    by_trial = {}
-    for r in grid:
-        by_trial[(r.metrics or {}).get("trial_id") or _trial_id(r)] = r
-    root = Path(s.out) / results.RESULTS_SUBDIR
-    if not root.exists():
-        return
-    for f in sorted(root.glob("*.parquet")):
-        df = pd.read_parquet(f)
-        if df.empty or "trial_id" not in df or not (df["status"] == "running").any():
-            continue
-        r = by_trial.get(df["trial_id"].iloc[0])
-        if r is None:
-            continue
-        status = _status_of(r, s.epochs)
-        if status == "completed" and int(df["epoch"].max()) < s.epochs:
-            status = "stopped_early"
-        reason = {"failed": f"trial errored: {str(r.error)[:500]}",
-                  "stopped_early": f"stopped by ASHA after epoch {int(df['epoch'].max())}",
-                  "completed": ""}[status]
-        df["status"], df["status_reason"] = status, reason
-        results.write_run(s.out, f.stem, df.to_dict("records"))
-
-
-def _trial_id(result) -> str | None:
-    """The trial id from a result's directory ``<trainable>_<id>_<n>_<tag>`` (a trial that
-    errored before its first report has no metrics to carry it)."""
-    parts = Path(str(result.path)).name.split("_")
-    return parts[1] if len(parts) > 1 else None
+_status_of = trial.status_of
 
 
 def write_study(s: Settings, grid) -> Path:
@@ -506,4 +325,4 @@ def base_from(epochs: int, seed: int, backbone: str | None, data: str, synthetic
 
 
 __all__ = ["Settings", "SweepError", "run_sweep", "build_tuner", "reconcile", "write_study",
-           "summarize", "to_dict"]
+           "summarize", "to_dict", "check_address", "init_ray", "plan_concurrency"]
