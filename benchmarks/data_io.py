@@ -1,6 +1,6 @@
 """Data I/O figures: synthetic generation, cache read of one epoch, JPEG decode vs cache read.
 
-    python benchmarks/data_io.py [--quick] [--workers N]
+    python benchmarks/data_io.py [--quick] [--workers N] [--json FILE]
 
 Prints, measured in this one run:
 - the time to generate the default synthetic benchmark (all four domains) into a cache;
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from report import figure, write_json  # benchmarks/ is on sys.path: scripts run from it
 
 from rise_dist.config import SyntheticConfig
 from rise_dist.data.cache import MODALITIES, open_cache
@@ -60,11 +61,8 @@ def jpeg_tree(root: Path, n: int, src=(240, 320)) -> Path:
     return lists
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer JPEG samples")
-    ap.add_argument("--workers", type=int, default=usable_cores())
-    args = ap.parse_args()
+def measure(quick: bool = False, workers: int | None = None) -> list[dict]:
+    workers = workers or usable_cores()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -72,24 +70,41 @@ def main() -> None:
         write_synthetic(tmp / "syn", SyntheticConfig())
         gen = time.perf_counter() - t0
         cache = open_cache(tmp / "syn")
-        read, n = read_epoch(cache, get_protocol("CPS_W").train_parts)
+        epoch_read, n_epoch = read_epoch(cache, get_protocol("CPS_W").train_parts)
         print(f"synthetic generation (4 domains, {len(cache.index)} samples, "
               f"{cache.size[0]}x{cache.size[1]}): {gen:.2f} s")
-        print(f"cache read, one epoch of CPS_W train ({n} samples): {read:.3f} s "
-              f"({n / read:,.0f} samples/s)")
+        print(f"cache read, one epoch of CPS_W train ({n_epoch} samples): {epoch_read:.3f} s "
+              f"({n_epoch / epoch_read:,.0f} samples/s)")
 
-        n_jpeg = 256 if args.quick else 1024
+        n_jpeg = 256 if quick else 1024
         lists = jpeg_tree(tmp / "tree", n_jpeg)
         t0 = time.perf_counter()
-        prepare(tmp / "tree", lists, tmp / "real", size=(224, 224), workers=args.workers,
-                progress=False)
+        prepare(tmp / "tree", lists, tmp / "real", size=(224, 224), workers=workers, progress=False)
         decode = time.perf_counter() - t0
         read, n = read_epoch(open_cache(tmp / "real"), [("C", "train")])
-        per_core = 3 * n_jpeg / decode / args.workers
-        print(f"JPEG decode + resize to 224x224 ({n_jpeg} samples x 3 images, {args.workers} "
+        per_core = 3 * n_jpeg / decode / workers
+        print(f"JPEG decode + resize to 224x224 ({n_jpeg} samples x 3 images, {workers} "
               f"workers): {decode:.2f} s, {per_core:,.0f} images/s per core")
         print(f"cache read of the same samples: {read:.3f} s; decode / cache read = "
               f"{decode / read:.1f}x")
+    ratio = decode / read
+    return [
+        figure("synthetic_generation", gen, "s", note=f"{len(cache.index)} samples"),
+        figure("cache_read_epoch_cps_w", n_epoch / epoch_read, "samples/s"),
+        figure("decode_images_per_s_per_core", per_core, "img/s/core", note=f"{workers} workers"),
+        figure("cache_read_vs_decode", ratio, "x", ">= 10", ratio >= 10),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer JPEG samples")
+    ap.add_argument("--workers", type=int, default=usable_cores())
+    ap.add_argument("--json", help="write the figures as a JSON list")
+    args = ap.parse_args()
+    figures = measure(args.quick, args.workers)
+    if args.json:
+        write_json(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training-step figures, both sides measured in this one run.
 
-    python benchmarks/train_step.py [--quick] [--backbones cnn,resnet18] [--threads N]
+    python benchmarks/train_step.py [--quick] [--backbones cnn,resnet18] [--threads N] [--json FILE]
 
 - RiSe step vs ERM step (forward, all loss terms, backward, optimizer step) on the same batch
   and backbone, interleaved so both see the same machine; target: RiSe <= 1.25x ERM.
@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+from report import figure, write_json  # benchmarks/ is on sys.path: scripts run from it
 
 from rise_dist.config import METHOD_WEIGHTS, ModelConfig, SyntheticConfig, TrainConfig
 from rise_dist.data.cache import open_cache
@@ -55,14 +56,10 @@ def time_steps(steps: dict, batch, rounds: int) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--backbones", default="cnn,resnet18")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    rounds = 5 if args.quick else 20
+def measure(quick: bool = False, backbones: str = "cnn,resnet18", threads: int | None = None) -> list[dict]:
+    torch.set_num_threads(threads or torch.get_num_threads())
+    rounds = 5 if quick else 20
+    figures = []
     with tempfile.TemporaryDirectory() as tmp:
         write_synthetic(tmp, SyntheticConfig())
         cache = open_cache(tmp)
@@ -70,9 +67,9 @@ def main() -> None:
         raw = next(data.train.epoch(1))
         batch = (to_float(raw, torch.device("cpu")), raw["label"], raw["domain"])
         print(f"batch 96 x (rgb 3, depth 1, ir 1) x {cache.size[0]}x{cache.size[1]}, "
-              f"{args.threads} threads, median of {rounds} interleaved steps")
+              f"{torch.get_num_threads()} threads, median of {rounds} interleaved steps")
         erm_step = None
-        for backbone in args.backbones.split(","):
+        for backbone in backbones.split(","):
             try:
                 steps = {m: make_step(TrainConfig(
                     lambda_asyirm=METHOD_WEIGHTS[m][0], lambda_mmsd=METHOD_WEIGHTS[m][1],
@@ -84,6 +81,8 @@ def main() -> None:
             ratio = t["rise"] / t["erm"]
             print(f"{backbone}: ERM step {1e3 * t['erm']:.1f} ms, RiSe step {1e3 * t['rise']:.1f} ms, "
                   f"RiSe / ERM = {ratio:.2f}x (target <= 1.25x: {'met' if ratio <= 1.25 else 'MISSED'})")
+            figures.append(figure(f"rise_vs_erm_step_{backbone}", ratio, "x", "<= 1.25", ratio <= 1.25,
+                                  erm_ms=1e3 * t["erm"], rise_ms=1e3 * t["rise"]))
             if backbone == "cnn":
                 erm_step = t["erm"]
         if erm_step is not None:
@@ -96,6 +95,20 @@ def main() -> None:
             print(f"loader: {1e3 * load:.2f} ms per batch vs cnn ERM step {1e3 * erm_step:.1f} ms: "
                   f"loader is {ratio:.0f}x faster than the step (target >= 5x: "
                   f"{'met' if ratio >= 5 else 'MISSED'})")
+            figures.append(figure("loader_vs_step", ratio, "x", ">= 5", ratio >= 5))
+    return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--backbones", default="cnn,resnet18")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--json", help="write the figures as a JSON list")
+    args = ap.parse_args()
+    figures = measure(args.quick, args.backbones, args.threads)
+    if args.json:
+        write_json(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -274,7 +274,7 @@ class Run:
 
     def _train_epoch(self, epoch: int) -> dict:
         cfg, model, objective, device = self.cfg, self.model, self.objective, self.device
-        t0 = time.perf_counter()
+        t0, started_at = time.perf_counter(), time.time()
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
         gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
         model.train()
@@ -307,6 +307,7 @@ class Run:
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
         self.sched.step()
+        train_seconds = time.perf_counter() - t0
         if self.grad_sync is not None:  # the row gives the global batch's losses, not rank 0's
             sums = self.grad_sync.mean_values(sums)
         bs = cfg.batch_size * 2
@@ -314,7 +315,8 @@ class Run:
         test = score(model, objective, self.data.test, bs, device, self.amp)
         row = {**self.base, "epoch": epoch, **_metrics(val, test, self.data, cfg.video_average),
                **{k: v / len(self.data.train) for k, v in sums.items()},
-               "lr": self.opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
+               "lr": self.opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
+               "train_seconds": train_seconds, "epoch_started_at": started_at}
         self.rows.append(row)
         if self.writer:
             self._write("running", "")

@@ -124,7 +124,8 @@ def _wrapped_trainable(s: Settings):
     return trial.with_resources(trainable, s)
 
 
-def build_tuner(s: Settings):
+def build_tuner(s: Settings, callbacks: list | None = None):
+    """The Tuner of a fresh sweep; ``callbacks``: extra Tune callbacks (benchmarks use one)."""
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -137,12 +138,17 @@ def build_tuner(s: Settings):
         _wrapped_trainable(s),
         tune_config=ray.tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                         num_samples=s.trials, max_concurrent_trials=s.max_concurrent,
+                                        # An in-process trial's actor runs the next trial: no new
+                                        # worker process importing torch (~8 s a trial here).
+                                        # A Train driver's actor is not reused (its worker group
+                                        # is torn down with it).
+                                        reuse_actors=not s.uses_train,
                                         **({} if s.asha else {"metric": "objective", "mode": "min"})),
         run_config=ray.tune.RunConfig(
             name=EXPERIMENT, storage_path=s.storage, verbose=1,
             stop={"training_iteration": s.stop_after} if s.stop_after else None,
             failure_config=ray.tune.FailureConfig(max_failures=s.trial_max_failures),
-            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
+            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2), callbacks=callbacks),
     )
 
 
@@ -272,8 +278,9 @@ def format_summary(s: Settings, summary: dict, study_path: Path) -> str:
 
 
 def run_sweep(s: Settings, *, resume: bool = False, address: str | None = None,
-              num_cpus: int | None = None) -> dict:
-    """Start or resume a sweep; return the summary (also printed)."""
+              num_cpus: int | None = None, callbacks: list | None = None) -> dict:
+    """Start or resume a sweep; return the summary (also printed). ``callbacks``: extra Tune
+    callbacks of a fresh sweep (a restored one keeps its saved run config)."""
     import ray
     import ray.tune
 
@@ -292,7 +299,7 @@ def run_sweep(s: Settings, *, resume: bool = False, address: str | None = None,
                                  "choose another --out/--storage")
             s.max_concurrent = plan_concurrency(s)
             s.save()
-            tuner = build_tuner(s)
+            tuner = build_tuner(s, callbacks)
         grid = tuner.fit()
         trials = list(grid)
         reconcile(s, trials)
