@@ -79,7 +79,8 @@ def _color(m: str):
 def make_all(results_dir, out, selection: str = SOURCE_VAL, threshold_rule: str = TEST_EER) -> list[Made]:
     import matplotlib as mpl
     out = Path(out)
-    cols = [*runs_mod.IDENTITY, *SETTING_COLUMNS, "data", *runs_mod.metric_columns(HTER, threshold_rule), LOSS]
+    cols = [*runs_mod.IDENTITY, "trial_id", *SETTING_COLUMNS, "data",
+            *runs_mod.metric_columns(HTER, threshold_rule), LOSS]
     df = runs_mod.read(results_dir, list(dict.fromkeys(cols)))
     runs = runs_mod.runs_of(df, selection, threshold_rule, HTER)
     chosen, _ = runs_mod.choose_settings(runs)

@@ -37,7 +37,7 @@ NOT_OK_STATUSES = ("failed", "diverged", "running")
 # left out: in the store its column is the learning rate after the epoch, not the config's.
 SETTING_COLUMNS = ("lambda_asyirm", "lambda_mmsd", "asyirm.margin", "asyirm.warmup_epochs",
                    "mmsd.temperature")
-IDENTITY = ("run_id", "trial_id", "protocol", "method", "seed", "epoch", "status", "status_reason")
+IDENTITY = ("run_id", "protocol", "method", "seed", "epoch", "status")
 AVG = "Avg"
 
 
@@ -68,14 +68,20 @@ def load_runs(results_dir, selection: str = SOURCE_VAL, threshold_rule: str = TE
 
 def runs_of(df: pd.DataFrame, selection: str, threshold_rule: str, metric: str) -> pd.DataFrame:
     if df.empty:
-        return pd.DataFrame(columns=[*IDENTITY, *SETTING_COLUMNS, "value", "val_objective", "ok"])
-    last = df.sort_values(["run_id", "epoch"]).groupby("run_id", sort=False).tail(1)
+        return pd.DataFrame(columns=[*IDENTITY, *SETTING_COLUMNS, "value", "val_objective", "ok", "setting"])
+    # Speed on a million rows: run_id as a categorical (sorts and groups as integers), and the
+    # selection rules run on a narrow frame (their sort moves every column it is given).
+    df = df.assign(run_id=df["run_id"].astype("category"))
+    last = df.loc[df.groupby("run_id", observed=True)["epoch"].idxmax()]
     last = last.drop(columns=[c for c in last.columns if c.startswith(("val_", "test_"))])
     test_col = results.column("test", metric, threshold_rule)
-    picked = results.select(df, selection, threshold_rule)[["run_id", "epoch", test_col]]
-    picked = picked.rename(columns={"epoch": "selected_epoch", test_col: "value"})
+    narrow = df[["run_id", "epoch", *metric_columns(metric, threshold_rule)]]
+    picked_full = results.select(narrow, selection, threshold_rule)
+    picked = picked_full[["run_id", "epoch", test_col]].rename(columns={"epoch": "selected_epoch",
+                                                                        test_col: "value"})
     val_col = results.column("val", HTER)
-    honest = results.select(df, SOURCE_VAL)[["run_id", val_col]].rename(columns={val_col: "val_objective"})
+    honest = (picked_full if selection == SOURCE_VAL else results.select(narrow, SOURCE_VAL))
+    honest = honest[["run_id", val_col]].rename(columns={val_col: "val_objective"})
     out = last.merge(picked, on="run_id", how="left").merge(honest, on="run_id", how="left")
     out["value"] = 100.0 * out["value"].astype(float)
     out["val_objective"] = 100.0 * out["val_objective"].astype(float)
@@ -83,9 +89,11 @@ def runs_of(df: pd.DataFrame, selection: str, threshold_rule: str, metric: str) 
     for c in SETTING_COLUMNS:
         if c not in out:
             out[c] = np.nan
-    # A string, not a tuple of floats: NaN (a column older stores lack) must equal itself.
-    out["setting"] = [" ".join(f"{c}={float(v):.6g}" for c, v in zip(SETTING_COLUMNS, row, strict=True))
-                      for row in out[list(SETTING_COLUMNS)].itertuples(index=False)]
+    # Rounded so float noise does not split a setting; NaN (a column older stores lack) -> -1 so
+    # that it equals itself (every real value here is >= 0).
+    vals = out[list(SETTING_COLUMNS)].astype(float).round(9).fillna(-1.0)
+    out["setting"] = list(vals.itertuples(index=False, name=None))
+    out["run_id"] = out["run_id"].astype(str)
     return out.reset_index(drop=True)
 
 
@@ -104,8 +112,9 @@ def choose_settings(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """Each method's chosen setting's runs, and how many settings each method had."""
     if runs.empty:
         return runs, {}
-    per = (runs.groupby(["method", "setting"], sort=False)
-           .agg(n_ok=("ok", "sum"), objective=("val_objective", lambda v: v[runs.loc[v.index, "ok"]].mean()))
+    per = (runs.assign(ok_objective=runs["val_objective"].where(runs["ok"]))
+           .groupby(["method", "setting"], sort=False)
+           .agg(n_ok=("ok", "sum"), objective=("ok_objective", "mean"))
            .reset_index())
     per["objective"] = per["objective"].fillna(np.inf)
     best = (per.sort_values(["method", "n_ok", "objective"], ascending=[True, False, True])
