@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from rise_dist.metrics import HTER, ORACLE, SOURCE_VAL, TEST_EER, VAL_THRESHOLD
 
@@ -108,10 +109,15 @@ def load(results_dir, columns: list[str] | None = None) -> pd.DataFrame:
     frames = []
     for f in files:
         try:
-            frames.append(pd.read_parquet(f, columns=columns))
+            # Files from older code or other kinds of run may lack a requested column: it
+            # comes back as NaN for their rows rather than failing the whole load.
+            have = columns and [c for c in columns if c in pq.read_schema(f).names]
+            frames.append(pd.read_parquet(f, columns=have if columns else None))
         except (OSError, ValueError) as e:
             raise ValueError(f"{f}: not a readable results file: {e}") from e
     df = pd.concat(frames, ignore_index=True)
+    if columns:
+        df = df.reindex(columns=list(columns))
     if set(KEY) <= set(df.columns):
         df = df.drop_duplicates(subset=list(KEY), keep="last").reset_index(drop=True)
     return df

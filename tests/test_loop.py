@@ -83,7 +83,7 @@ def test_resume_a_finished_run_to_more_epochs_adds_rows_without_repeating(tmp_pa
     df = results.load(tmp_path)
     assert list(df["epoch"]) == [1, 2, 3, 4] and res.status == "completed"
     # the cosine schedule is recomputed for 4 epochs: after epoch 3 it is not the 2-epoch end (0)
-    assert df["lr"].iloc[2] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 3 / 4)))
+    assert df["epoch_lr"].iloc[2] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 3 / 4)))
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, cache):

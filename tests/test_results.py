@@ -37,6 +37,13 @@ def test_write_replaces_and_load_gathers_runs_recursively(tmp_path):
     assert list(results.load(tmp_path, columns=["run_id", "epoch"]).columns) == ["run_id", "epoch"]
 
 
+def test_a_column_some_run_files_lack_loads_as_nan_for_their_rows(tmp_path):
+    results.write_run(tmp_path, "old", [_row("old", 1, 0.3, 0.4)])
+    results.write_run(tmp_path, "new", [{**_row("new", 1, 0.2, 0.5), "train_seconds": 1.5}])
+    df = results.load(tmp_path, columns=["run_id", "train_seconds"]).set_index("run_id")
+    assert df.loc["new", "train_seconds"] == 1.5 and math.isnan(df.loc["old", "train_seconds"])
+
+
 def test_load_errors_and_empty(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         results.load(tmp_path / "none")

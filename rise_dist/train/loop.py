@@ -315,7 +315,7 @@ class Run:
         test = score(model, objective, self.data.test, bs, device, self.amp)
         row = {**self.base, "epoch": epoch, **_metrics(val, test, self.data, cfg.video_average),
                **{k: v / len(self.data.train) for k, v in sums.items()},
-               "lr": self.opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
+               "epoch_lr": self.opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
                "train_seconds": train_seconds, "epoch_started_at": started_at}
         self.rows.append(row)
         if self.writer:
