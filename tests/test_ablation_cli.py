@@ -84,7 +84,7 @@ def test_a_smoke_ablation_survives_a_failing_trial_and_a_resume_adds_no_rows(tmp
                        capture_output=True, text=True, timeout=240)
     print(f"smoke ablation (4 trials, one failing) wall {time.perf_counter() - t0:.1f}s")
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
-    assert f"lambda_asyirm = 0.5  from {w.resolve()}" in p.stdout
+    assert f"lambda_asyirm=0.5, lambda_mmsd=0.2, lr=0.002  from {w.resolve()}" in p.stdout
     assert "runs 3 completed, 1 failed" in p.stdout and "failed" in p.stdout.split("avg")[-1]
 
     df = results.load(out)

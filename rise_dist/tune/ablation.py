@@ -296,8 +296,11 @@ def describe(s: Settings) -> str:
     lines = [f"ablation: {s.axis} {','.join(map(str, s.keys))} x protocols {','.join(s.protocols)} x "
              f"seeds {','.join(map(str, s.seed_list))} = {s.n_trials} trials, {s.epochs} epochs"]
     lines.append("chosen weights:")
+    by_source: dict[str, list[str]] = {}
     for k in sorted(s.weights):
-        lines.append(f"  {k} = {s.weights[k]:g}  from {s.weight_sources.get(k, '?')}")
+        by_source.setdefault(s.weight_sources.get(k, "?"), []).append(f"{k}={s.weights[k]:g}")
+    for source, items in by_source.items():
+        lines.append(f"  {', '.join(items)}  from {source}")
     if not s.sensitivity:
         for m in s.methods:
             p = s.point(m)
