@@ -13,11 +13,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The main job: the synthetic benchmark, then a small local sweep of the RiSe loss weights over
-# the four leave-one-out protocols on an embedded Ray (about 10-15 min on 2 cores).
+# The main job, on the synthetic benchmark (small size) and an embedded Ray: a sweep of the two
+# loss weights, the ablation ERM / AsyIRM / MMSD / RiSe x 4 protocols x 3 seeds at the sweep's
+# best weights, then the tables, figures and HTML reports (about 10 min on 2 cores). It
+# replaces OUT/sweep and OUT/ablation of an earlier run: give another OUT=DIR to keep them.
+RAY_ENV := RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} RISE_DIST_DATA=$${RISE_DIST_DATA:-$(OUT)/data}
 run: $(STAMP)
-	$(PY) experiments/prepare_data.py --synthetic --out $(OUT)/synthetic-cache
-	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) experiments/sweep.py --trials 4 --epochs 2 --out $(OUT)/sweep
+	rm -rf $(OUT)/sweep $(OUT)/ablation
+	$(RAY_ENV) $(PY) experiments/sweep.py --synthetic small --space weights --trials 6 --epochs 3 --out $(OUT)/sweep
+	$(RAY_ENV) $(PY) experiments/ablation.py --synthetic small --weights best-of:$(OUT)/sweep --seeds 3 --epochs 3 --out $(OUT)/ablation
+	$(PY) -m analysis figures --results $(OUT)/ablation --out $(OUT)/figures/ablation
+	$(PY) -m analysis figures --results $(OUT)/sweep --out $(OUT)/figures/sweep
+	$(PY) -m analysis report --results $(OUT)/sweep --out $(OUT)/sweep-report.html
+	$(PY) -m analysis report --results $(OUT)/ablation --out $(OUT)/report.html --published
+	$(PY) -m analysis tables --results $(OUT)/ablation --format latex > $(OUT)/table.tex
+	$(PY) -m analysis tables --results $(OUT)/ablation --published | tee $(OUT)/table.md
+	@echo "report: $(OUT)/report.html (sweep: $(OUT)/sweep-report.html); figures: $(OUT)/figures; tables: $(OUT)/table.md, $(OUT)/table.tex"
 
 # The whole sweep path in about a minute, on tiny data.
 smoke: $(STAMP)

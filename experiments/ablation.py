@@ -20,10 +20,10 @@ import os
 import sys
 from pathlib import Path
 
-from rise_dist.config import BACKBONES, ConfigError, to_dict
+from rise_dist.config import BACKBONES, ConfigError
 from rise_dist.tune.ablation import FAIL_ENV, Settings, choose_weights, parse_sensitivity, run_ablation
-from rise_dist.tune.ray_setup import SMOKE_BATCH, SMOKE_SYNTHETIC, SetupError, resolve_storage
-from rise_dist.tune.sweep import base_from, protocols_of
+from rise_dist.tune.ray_setup import SYNTHETIC_SIZES, SetupError, resolve_storage
+from rise_dist.tune.sweep import base_from_args, protocols_of
 
 
 def build_settings(args) -> Settings:
@@ -34,11 +34,7 @@ def build_settings(args) -> Settings:
     storage = resolve_storage(out, args.storage, args.cluster)
     epochs = args.epochs if args.epochs is not None else (2 if args.smoke else 10)
     seeds = args.seeds if args.seeds is not None else (1 if args.smoke else 3)
-    synthetic = to_dict(SMOKE_SYNTHETIC) if args.smoke else None
-    base = base_from(epochs, args.seed, args.backbone, args.data, synthetic,
-                     SMOKE_BATCH if args.smoke else None)
-    if args.smoke or args.no_amp:
-        base["amp"] = False
+    base = base_from_args(args, epochs)
     fail = os.environ.get(FAIL_ENV)
     return Settings(
         out=str(out), storage=storage, base=base, protocols=protocols_of(args.protocols),
@@ -65,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--backbone", choices=BACKBONES)
     p.add_argument("--data", default="synthetic", help="'synthetic' or a cache path every node sees")
     p.add_argument("--epochs", type=int, help="epochs per run (default 10; --smoke 2)")
+    p.add_argument("--synthetic", choices=sorted(SYNTHETIC_SIZES), default="default",
+                   help="size of the synthetic benchmark (--data synthetic); --smoke: smoke")
     p.add_argument("--workers-per-trial", type=int, default=1)
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--max-failures", type=int, help="Tune retries of a failed trial "

@@ -19,23 +19,20 @@ import os
 import sys
 from pathlib import Path
 
-from rise_dist.config import BACKBONES, ConfigError, to_dict
+from rise_dist.config import BACKBONES, ConfigError
 from rise_dist.metrics import ORACLE, SOURCE_VAL
 from rise_dist.tune import spaces
-from rise_dist.tune.ray_setup import SMOKE_BATCH, SMOKE_SYNTHETIC, resolve_storage
-from rise_dist.tune.sweep import FAIL_ENV, Settings, SweepError, base_from, protocols_of, run_sweep
+from rise_dist.tune.ray_setup import SYNTHETIC_SIZES, resolve_storage
+from rise_dist.tune.sweep import FAIL_ENV, Settings, SweepError, base_from_args, protocols_of, run_sweep
 
 
 def build_settings(args) -> Settings:
     out = Path(args.out).resolve()
     storage = resolve_storage(out, args.storage, args.cluster)
-    epochs = args.epochs if args.epochs is not None else (2 if args.smoke else 10)
-    trials = args.trials if args.trials is not None else (2 if args.smoke else 16)
-    synthetic = to_dict(SMOKE_SYNTHETIC) if args.smoke else None
-    batch = SMOKE_BATCH if args.smoke else None
-    base = base_from(epochs, args.seed, args.backbone, args.data, synthetic, batch)
-    if args.smoke or args.no_amp:
-        base["amp"] = False
+    # Locally the default fits a laptop (minutes on 2 cores); on a cluster, a real search.
+    epochs = args.epochs if args.epochs is not None else (2 if args.smoke else 10 if args.cluster else 4)
+    trials = args.trials if args.trials is not None else (2 if args.smoke else 32 if args.cluster else 8)
+    base = base_from_args(args, epochs)
     fail = os.environ.get(FAIL_ENV)
     cpus = os.cpu_count() or 1
     return Settings(
@@ -55,11 +52,13 @@ def main(argv=None) -> int:
     p.add_argument("--cluster", action="store_true", help="join an existing Ray cluster")
     p.add_argument("--address", help="cluster address (default RAY_ADDRESS, else 'auto')")
     p.add_argument("--storage", help="Tune storage: a shared path or URI (default OUT/tune)")
-    p.add_argument("--trials", type=int, help="number of trials (default 16; --smoke 2)")
+    p.add_argument("--trials", type=int, help="number of trials (default 8; --cluster 32; --smoke 2)")
     p.add_argument("--protocols", default="all", help="'all' (the four leave-one-out) or CPS_W,...")
     p.add_argument("--backbone", choices=BACKBONES)
     p.add_argument("--data", default="synthetic", help="'synthetic' or a cache path every node sees")
-    p.add_argument("--epochs", type=int, help="epochs per protocol (default 10; --smoke 2)")
+    p.add_argument("--epochs", type=int, help="epochs per protocol (default 4; --cluster 10; --smoke 2)")
+    p.add_argument("--synthetic", choices=sorted(SYNTHETIC_SIZES), default="default",
+                   help="size of the synthetic benchmark (--data synthetic); --smoke: smoke")
     p.add_argument("--workers-per-trial", type=int, default=1)
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed and training seed")

@@ -204,10 +204,11 @@ def trial_number(trial_dir) -> int | None:
 
 
 def injected_failure(number: int | None, fail_trial: int | None, epoch: int) -> None:
-    """Test hook: the sweep's ``fail_trial`` setting (CLI env RISE_DIST_SWEEP_FAIL_TRIAL=k) makes
+    """Test hook: a Tune command's ``fail_trial`` setting (env RISE_DIST_SWEEP_FAIL_TRIAL=k for the
+    sweep, RISE_DIST_ABLATION_FAIL_TRIAL=k for the ablation) makes
     the k-th trial (Tune's 1-based counter) raise after its first epoch's rows are written."""
     if fail_trial is not None and epoch == 1 and number == fail_trial:
-        raise RuntimeError(f"injected failure in trial number {number} (RISE_DIST_SWEEP_FAIL_TRIAL)")
+        raise RuntimeError(f"injected failure in trial number {number} (fail_trial test hook)")
 
 
 def write_epoch(directory, epoch: int) -> None:

@@ -49,7 +49,15 @@ from rise_dist.data.protocols import parse_protocols
 from rise_dist.metrics import AUC, HTER, ORACLE, SOURCE_VAL, TPR_AT_FPR_1PCT, VAL_THRESHOLD
 from rise_dist.train import worker
 from rise_dist.tune import spaces, trial
-from rise_dist.tune.ray_setup import SetupError, TuneSettings, check_address, init_ray, plan_concurrency
+from rise_dist.tune.ray_setup import (
+    SMOKE_BATCH,
+    SYNTHETIC_SIZES,
+    SetupError,
+    TuneSettings,
+    check_address,
+    init_ray,
+    plan_concurrency,
+)
 from rise_dist.tune.trial import reconcile
 
 EXPERIMENT = "sweep"
@@ -328,6 +336,18 @@ def base_from(epochs: int, seed: int, backbone: str | None, data: str, synthetic
         base["batch_size"] = batch_size
     # validated once here, so a bad flag fails before Ray starts
     spaces.configs_for({}, base, ["CPS_W"])
+    return base
+
+
+def base_from_args(args, epochs: int) -> dict:
+    """The fixed TrainConfig fields that a Tune command's flags give (``--seed``, ``--backbone``,
+    ``--data``, ``--synthetic``, ``--smoke``, ``--no-amp``); shared by the sweep and the ablation."""
+    size = "smoke" if args.smoke else args.synthetic
+    synthetic = None if size == "default" else to_dict(SYNTHETIC_SIZES[size])
+    base = base_from(epochs, args.seed, args.backbone, args.data, synthetic,
+                     SMOKE_BATCH if args.smoke else None)
+    if args.smoke or args.no_amp:
+        base["amp"] = False
     return base
 
 
