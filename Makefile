@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/local
+TRIALS ?= 4
+SEEDS  ?= 2
+EPOCHS ?= 3
 
 .PHONY: run smoke test lint clean
 
@@ -14,14 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The main job, on the synthetic benchmark (small size) and an embedded Ray: a sweep of the two
-# loss weights, the ablation ERM / AsyIRM / MMSD / RiSe x 4 protocols x 3 seeds at the sweep's
-# best weights, then the tables, figures and HTML reports (about 10 min on 2 cores). It
+# loss weights, the ablation ERM / AsyIRM / MMSD / RiSe x 4 protocols x SEEDS seeds at the
+# sweep's best weights, then the tables, figures and HTML reports (about 10 min on 2 cores). It
 # replaces OUT/sweep and OUT/ablation of an earlier run: give another OUT=DIR to keep them.
 RAY_ENV := RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} RISE_DIST_DATA=$${RISE_DIST_DATA:-$(OUT)/data}
 run: $(STAMP)
 	rm -rf $(OUT)/sweep $(OUT)/ablation
-	$(RAY_ENV) $(PY) experiments/sweep.py --synthetic small --space weights --trials 6 --epochs 3 --out $(OUT)/sweep
-	$(RAY_ENV) $(PY) experiments/ablation.py --synthetic small --weights best-of:$(OUT)/sweep --seeds 3 --epochs 3 --out $(OUT)/ablation
+	$(RAY_ENV) $(PY) experiments/sweep.py --synthetic small --space weights --trials $(TRIALS) --epochs $(EPOCHS) --out $(OUT)/sweep
+	$(RAY_ENV) $(PY) experiments/ablation.py --synthetic small --weights best-of:$(OUT)/sweep --seeds $(SEEDS) --epochs $(EPOCHS) --out $(OUT)/ablation
 	$(PY) -m analysis figures --results $(OUT)/ablation --out $(OUT)/figures/ablation
 	$(PY) -m analysis figures --results $(OUT)/sweep --out $(OUT)/figures/sweep
 	$(PY) -m analysis report --results $(OUT)/sweep --out $(OUT)/sweep-report.html

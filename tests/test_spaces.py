@@ -67,3 +67,22 @@ def test_base_sets_nested_fields_and_unknown_names_are_errors():
 def test_effective_applies_gates_and_drops_them():
     assert spaces.effective({"lambda_asyirm": 2.0, "use_asyirm": False, "lambda_mmsd": 0.1,
                              "use_mmsd": True}) == {"lambda_asyirm": 0.0, "lambda_mmsd": 0.1}
+
+
+def test_define_by_run_draws_a_weight_only_under_its_open_gate():
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    sample = spaces.DefineByRun(spaces.search_space())
+    methods = set()
+    for i in range(30):
+        t = study.ask()
+        sample(t)
+        for w, g in spaces.GATES.items():
+            assert (w in t.params) == t.params[g], t.params
+        c = spaces.configs_for(t.params, {"epochs": 3})[0]
+        methods.add(c.method)
+        study.tell(t, float(c.lambda_asyirm) + 0.01 * i)
+    assert methods == {"erm", "asyirm", "mmsd", "rise"}
+    full = spaces.DefineByRun(spaces.search_space(gates=False))
+    t = study.ask()
+    full(t)
+    assert set(t.params) == set(spaces.search_space(gates=False))

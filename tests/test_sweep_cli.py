@@ -100,7 +100,9 @@ def test_smoke_sweep_writes_every_epoch_of_every_protocol_and_survives_a_failing
     assert optuna.trial.TrialState.COMPLETE in states
     assert study.user_attrs["objective"] == "source_val_hter"
     best = study.best_trial
-    assert 0 <= best.value <= 1 and set(best.params) >= {"lambda_asyirm", "lambda_mmsd"}
+    assert 0 <= best.value <= 1 and set(best.params) >= {"use_asyirm", "use_mmsd"}
+    for t in study.trials:  # define-by-run: a weight is a parameter only under its open gate
+        assert all(("lambda_" + g[4:] in t.params) == t.params[g] for g in ("use_asyirm", "use_mmsd"))
 
 
 @pytest.mark.slow

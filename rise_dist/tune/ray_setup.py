@@ -27,10 +27,10 @@ from rise_dist.metrics import SOURCE_VAL
 # (small enough that a trial is a few seconds on one core, large enough for every metric).
 SMOKE_SYNTHETIC = SyntheticConfig(n_train=48, n_val=16, n_test=24, size=(16, 16))
 SMOKE_BATCH = 24
-# --synthetic of every Tune command: the benchmark's size. ``small`` (a fifth of the default's
+# --synthetic of every Tune command: the benchmark's size. ``small`` (a third of the default's
 # samples) is what README's main job runs on a 2-core laptop; ``default`` is the benchmark the
 # docs' tables use.
-SYNTHETIC_SIZES = {"default": SyntheticConfig(), "small": SyntheticConfig(n_train=250, n_val=100, n_test=200),
+SYNTHETIC_SIZES = {"default": SyntheticConfig(), "small": SyntheticConfig(n_train=400, n_val=150, n_test=300),
                    "smoke": SMOKE_SYNTHETIC}
 
 

@@ -124,7 +124,7 @@ def _partial_aware_searcher(space, seed: int, epochs: int, metric: str):
                 return
             super().on_trial_complete(trial_id, result, error)
 
-    return PartialAwareOptunaSearch(space=space, metric=metric, mode="min",
+    return PartialAwareOptunaSearch(space=spaces.DefineByRun(space), metric=metric, mode="min",
                                     sampler=optuna.samplers.TPESampler(seed=seed))
 
 
@@ -180,8 +180,8 @@ def write_study(s: Settings, grid) -> Path:
     space = the_space(s)
     for r in sorted(grid, key=lambda r: str((r.metrics or {}).get("trial_id", r.path))):
         cfg = r.config or {}
-        params = {k: cfg[k] for k in space if k in cfg}
-        if set(params) != set(space):
+        params = {k: cfg[k] for k in space if k in cfg}  # a gated-off weight is absent
+        if not params:
             continue
         m = r.metrics or {}
         inter = {}
@@ -204,7 +204,7 @@ def write_study(s: Settings, grid) -> Path:
         if r.error is not None:
             attrs["error"] = str(r.error)[:500]
         study.add_trial(optuna.trial.create_trial(
-            params=params, distributions=space, value=value, state=state,
+            params=params, distributions={k: space[k] for k in params}, value=value, state=state,
             intermediate_values=inter, user_attrs=attrs))
     return path
 
