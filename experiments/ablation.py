@@ -20,9 +20,14 @@ import os
 import sys
 from pathlib import Path
 
-from rise_dist.config import BACKBONES, ConfigError
+from rise_dist.config import ConfigError
 from rise_dist.tune.ablation import FAIL_ENV, Settings, choose_weights, parse_sensitivity, run_ablation
-from rise_dist.tune.ray_setup import SYNTHETIC_SIZES, SetupError, resolve_storage
+from rise_dist.tune.ray_setup import (
+    SetupError,
+    add_tune_arguments,
+    parse_tune_args,
+    resolve_storage,
+)
 from rise_dist.tune.sweep import base_from_args, protocols_of
 
 
@@ -48,33 +53,16 @@ def build_settings(args) -> Settings:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cluster", action="store_true", help="join an existing Ray cluster")
-    p.add_argument("--address", help="cluster address (default RAY_ADDRESS, else 'auto')")
-    p.add_argument("--storage", help="Tune storage: a shared path or URI (default OUT/tune)")
+    add_tune_arguments(p, "ablation")
     p.add_argument("--methods", default="erm,asyirm,mmsd,rise", help="comma-separated methods")
-    p.add_argument("--protocols", default="all", help="'all' (the four leave-one-out) or CPS_W,...")
     p.add_argument("--seeds", type=int, help="seeds per cell (default 3; --smoke 1)")
     p.add_argument("--seed", type=int, default=0, help="first seed: seed s of the grid trains with SEED + s")
     p.add_argument("--weights", help="FILE (YAML/JSON of flat names) or best-of:SWEEP_DIR "
                    "(default rise_dist.config.METHOD_WEIGHTS)")
     p.add_argument("--sensitivity", help="NAME=v1,v2,...: grid over one value instead of the methods")
-    p.add_argument("--backbone", choices=BACKBONES)
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a cache path every node sees")
     p.add_argument("--epochs", type=int, help="epochs per run (default 10; --smoke 2)")
-    p.add_argument("--synthetic", choices=sorted(SYNTHETIC_SIZES), default="default",
-                   help="size of the synthetic benchmark (--data synthetic); --smoke: smoke")
-    p.add_argument("--workers-per-trial", type=int, default=1)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--max-failures", type=int, help="Tune retries of a failed trial "
-                   "(default 0 locally, 2 with --cluster)")
-    p.add_argument("--no-amp", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic data, 1 seed, 2 epochs")
-    p.add_argument("--resume", action="store_true", help="continue the ablation in --out")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    p.add_argument("--out", default="runs/ablation")
-    args = p.parse_args(argv)
-    if args.workers_per_trial < 1 or args.gpus_per_worker < 0:
-        p.error("--workers-per-trial must be >= 1 and --gpus-per-worker >= 0")
+    args = parse_tune_args(p, argv)
     try:
         if args.resume:
             s = Settings.load(Path(args.out).resolve())

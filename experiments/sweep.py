@@ -19,10 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-from rise_dist.config import BACKBONES, ConfigError
+from rise_dist.config import ConfigError
 from rise_dist.metrics import ORACLE, SOURCE_VAL
 from rise_dist.tune import spaces
-from rise_dist.tune.ray_setup import SYNTHETIC_SIZES, resolve_storage
+from rise_dist.tune.ray_setup import add_tune_arguments, parse_tune_args, resolve_storage
 from rise_dist.tune.sweep import FAIL_ENV, Settings, SweepError, base_from_args, protocols_of, run_sweep
 
 
@@ -49,34 +49,17 @@ def build_settings(args) -> Settings:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cluster", action="store_true", help="join an existing Ray cluster")
-    p.add_argument("--address", help="cluster address (default RAY_ADDRESS, else 'auto')")
-    p.add_argument("--storage", help="Tune storage: a shared path or URI (default OUT/tune)")
+    add_tune_arguments(p, "sweep")
     p.add_argument("--trials", type=int, help="number of trials (default 8; --cluster 32; --smoke 2)")
-    p.add_argument("--protocols", default="all", help="'all' (the four leave-one-out) or CPS_W,...")
-    p.add_argument("--backbone", choices=BACKBONES)
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a cache path every node sees")
     p.add_argument("--epochs", type=int, help="epochs per protocol (default 4; --cluster 10; --smoke 2)")
-    p.add_argument("--synthetic", choices=sorted(SYNTHETIC_SIZES), default="default",
-                   help="size of the synthetic benchmark (--data synthetic); --smoke: smoke")
-    p.add_argument("--workers-per-trial", type=int, default=1)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed and training seed")
     p.add_argument("--objective", choices=(SOURCE_VAL, ORACLE), default=SOURCE_VAL)
     p.add_argument("--space", choices=sorted(spaces.SPACES), default="rise")
     p.add_argument("--no-gates", action="store_true", help="never turn a loss term off")
     p.add_argument("--no-asha", action="store_true", help="no early stopping")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA grace period (epochs)")
-    p.add_argument("--max-failures", type=int, help="Tune retries of a failed trial "
-                   "(default 0 locally, 2 with --cluster)")
-    p.add_argument("--no-amp", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic data, 2 trials, 2 epochs")
-    p.add_argument("--resume", action="store_true", help="continue the sweep in --out")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    p.add_argument("--out", default="runs/sweep")
-    args = p.parse_args(argv)
-    if args.workers_per_trial < 1 or args.gpus_per_worker < 0:
-        p.error("--workers-per-trial must be >= 1 and --gpus-per-worker >= 0")
+    args = parse_tune_args(p, argv)
     try:
         if args.resume:
             s = Settings.load(Path(args.out).resolve())

@@ -3,20 +3,16 @@ Ray (subprocesses with hard time limits): a smoke ablation with one failing tria
 finished and of a killed ablation."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pandas as pd
 import pytest
+from tune_cli import REPO, cli, env, kill_driver_after_first_epoch, raw_epochs
 
 from rise_dist import results
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, str(REPO / "experiments" / "ablation.py")]
+CLI = cli("ablation")
 sys.path.insert(0, str(REPO / "experiments"))
 import ablation as ablation_cli  # noqa: E402
 
@@ -29,19 +25,8 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("data")  # one synthetic cache shared by the module's runs
 
 
-def _env(data_root, **extra):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RISE_DIST_DATA": str(data_root),
-           "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
-    env.pop("RAY_ADDRESS", None)
-    env.pop(ablation_cli.FAIL_ENV, None)
-    env.update(extra)
-    return env
 
 
-def _raw_epochs(out) -> dict:
-    """Every run file's epochs, read without the store's de-duplication."""
-    return {f.stem: list(pd.read_parquet(f)["epoch"])
-            for f in sorted((Path(out) / "results").glob("*.parquet"))}
 
 
 @pytest.mark.parametrize("args, field", [
@@ -78,9 +63,9 @@ def test_a_smoke_ablation_survives_a_failing_trial_and_a_resume_adds_no_rows(tmp
     out = tmp_path / "ab"
     w = tmp_path / "w.yaml"
     w.write_text("lambda_asyirm: 0.5\nlambda_mmsd: 0.2\nlr: 0.002\n")
-    env = _env(data_root, **{ablation_cli.FAIL_ENV: "2"})
     t0 = time.perf_counter()
-    p = subprocess.run(CLI + SMALL + ["--weights", str(w), "--out", str(out)], cwd=REPO, env=env,
+    p = subprocess.run(CLI + SMALL + ["--weights", str(w), "--out", str(out)], cwd=REPO,
+                       env=env(data_root, **{ablation_cli.FAIL_ENV: "2"}),
                        capture_output=True, text=True, timeout=240)
     print(f"smoke ablation (4 trials, one failing) wall {time.perf_counter() - t0:.1f}s")
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
@@ -99,18 +84,18 @@ def test_a_smoke_ablation_survives_a_failing_trial_and_a_resume_adds_no_rows(tmp
     failed = last[last["status"] == "failed"]
     assert len(failed) == 1 and "injected failure" in failed["status_reason"].iloc[0]
     assert (last["status"] == "completed").sum() == 3
-    assert all(e == [1, 2] for rid, e in _raw_epochs(out).items() if rid not in set(failed["run_id"]))
-    before = _raw_epochs(out)
+    assert all(e == [1, 2] for rid, e in raw_epochs(out).items() if rid not in set(failed["run_id"]))
+    before = raw_epochs(out)
 
     # resume of a finished ablation: no new trial, no row twice; the errored trial is retried
     # once (resume_errored) and, its failure being deterministic here, recorded failed again
-    p = subprocess.run(CLI + ["--resume", "--out", str(out)], cwd=REPO, env=_env(data_root),
+    p = subprocess.run(CLI + ["--resume", "--out", str(out)], cwd=REPO, env=env(data_root),
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     assert "resuming the ablation" in p.stdout
     df2 = results.load(out)
     assert df2["trial_id"].nunique() == 4 and len(df2) == len(df)
-    after = _raw_epochs(out)
+    after = raw_epochs(out)
     assert after.keys() == before.keys()
     assert all(len(e) == len(set(e)) for e in after.values())
 
@@ -119,41 +104,16 @@ def test_a_smoke_ablation_survives_a_failing_trial_and_a_resume_adds_no_rows(tmp
 def test_resume_after_the_driver_is_killed_finishes_the_planned_grid_once(tmp_path, data_root):
     out = tmp_path / "ab"
     args = SMALL + ["--epochs", "3", "--out", str(out)]
-    env = _env(data_root)
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(CLI + args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            if any(1 in e for e in _safe_raw(out).values()):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, "the ablation ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)  # the driver only; Ray's reaper takes its processes
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        log.close()
-    time.sleep(3)
-    try:  # whatever of the first Ray outlived its driver must not write during the resume
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    p = subprocess.run(CLI + ["--resume", "--out", str(out)], cwd=REPO, env=env,
+    environ = env(data_root)
+    kill_driver_after_first_epoch(CLI + args, out, environ, tmp_path / "first.log")
+    p = subprocess.run(CLI + ["--resume", "--out", str(out)], cwd=REPO, env=environ,
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     df = results.load(out)
     assert df["trial_id"].nunique() == 4, df.groupby("trial_id").size()
-    raw = _raw_epochs(out)
+    raw = raw_epochs(out)
     assert len(raw) == 4 and all(e == [1, 2, 3] for e in raw.values()), raw
     assert set(df["status"]) == {"completed"}
     assert "runs 4 completed, 0 failed" in p.stdout
 
 
-def _safe_raw(out):
-    try:
-        return _raw_epochs(out)
-    except (OSError, ValueError):
-        return {}

@@ -1,20 +1,17 @@
 """experiments/sweep.py end to end on real local Ray (subprocesses with hard time limits)."""
 
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import pytest
+from tune_cli import REPO, cli, env, kill_driver_after_first_epoch, raw_epochs
 
 from rise_dist import results
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, str(REPO / "experiments" / "sweep.py")]
+CLI = cli("sweep")
 sys.path.insert(0, str(REPO / "experiments"))
 import sweep as sweep_cli  # noqa: E402
 
@@ -24,19 +21,8 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("data")  # one synthetic cache shared by the module's sweeps
 
 
-def _env(data_root, **extra):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RISE_DIST_DATA": str(data_root),
-           "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0", **extra}
-    env.pop("RAY_ADDRESS", None)
-    env.pop(sweep_cli.FAIL_ENV, None)
-    env.update(extra)
-    return env
 
 
-def _raw_epochs(out) -> dict:
-    """Every run file's epochs, read without the store's de-duplication."""
-    return {f.stem: list(pd.read_parquet(f)["epoch"])
-            for f in sorted((Path(out) / "results").glob("*.parquet"))}
 
 
 def _study(out):
@@ -65,7 +51,7 @@ def test_smoke_sweep_writes_every_epoch_of_every_protocol_and_survives_a_failing
     out = tmp_path / "sw"
     t0 = time.perf_counter()
     p = subprocess.run(CLI + ["--smoke", "--trials", "3", "--out", str(out)], cwd=REPO,
-                       env=_env(data_root, **{sweep_cli.FAIL_ENV: "2"}), capture_output=True,
+                       env=env(data_root, **{sweep_cli.FAIL_ENV: "2"}), capture_output=True,
                        text=True, timeout=300)
     wall = time.perf_counter() - t0
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
@@ -91,7 +77,7 @@ def test_smoke_sweep_writes_every_epoch_of_every_protocol_and_survives_a_failing
     assert failed["trial_id"].nunique() == 1
     assert failed["status_reason"].str.contains("injected failure").all()
     assert (df["status"] == "completed").any() and "running" not in set(df["status"])
-    for epochs in _raw_epochs(out).values():
+    for epochs in raw_epochs(out).values():
         assert len(epochs) == len(set(epochs))
 
     study = _study(out)
@@ -110,37 +96,17 @@ def test_resume_after_the_driver_is_killed_finishes_every_trial_once(tmp_path, d
     out = tmp_path / "sw"
     args = ["--smoke", "--trials", "3", "--epochs", "3", "--protocols", "CPS_W,CPW_S",
             "--no-asha", "--out", str(out)]
-    env = _env(data_root)
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(CLI + args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            if any(1 in e for e in _safe_raw(out).values()):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)  # the driver only; Ray's reaper takes its processes
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        log.close()
-    time.sleep(3)
-    try:  # whatever of the first Ray outlived its driver must not write during the resume
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    environ = env(data_root)
+    kill_driver_after_first_epoch(CLI + args, out, environ, tmp_path / "first.log")
     assert results.load(out)["trial_id"].nunique() >= 1
-    p = subprocess.run(CLI + ["--resume", "--out", str(out)], cwd=REPO, env=env,
+    p = subprocess.run(CLI + ["--resume", "--out", str(out)], cwd=REPO, env=environ,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     assert "resuming the sweep" in p.stdout
 
     df = results.load(out)
     assert df["trial_id"].nunique() == 3, df.groupby("trial_id").size()
-    raw = _raw_epochs(out)
+    raw = raw_epochs(out)
     assert len(raw) == 3 * 2 and all(e == [1, 2, 3] for e in raw.values()), raw
     assert set(df["status"]) == {"completed"}
     study = _study(out)
@@ -148,8 +114,3 @@ def test_resume_after_the_driver_is_killed_finishes_every_trial_once(tmp_path, d
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3
 
 
-def _safe_raw(out):
-    try:
-        return _raw_epochs(out)
-    except (OSError, ValueError):
-        return {}

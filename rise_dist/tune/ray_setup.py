@@ -11,6 +11,7 @@ plans. docs/distributed.md describes the local and the cluster set-up.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -185,3 +186,34 @@ def plan_concurrency(s: TuneSettings) -> int:
     if fit < 1:
         raise SetupError(f"one trial does not fit in the cluster's resources {res}")
     return max(1, min(fit, s.n_trials))
+
+
+def add_tune_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags every Tune command takes (where it runs, what each trial trains on, resume):
+    ``command`` ("sweep", "ablation") names it in the help and gives ``--out``'s default.
+    A command adds its own (what it searches or grids, --epochs, --seed, --smoke)."""
+    from rise_dist.config import BACKBONES
+
+    p.add_argument("--cluster", action="store_true", help="join an existing Ray cluster")
+    p.add_argument("--address", help="cluster address (default RAY_ADDRESS, else 'auto')")
+    p.add_argument("--storage", help="Tune storage: a shared path or URI (default OUT/tune)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--protocols", default="all", help="'all' (the four leave-one-out) or CPS_W,...")
+    p.add_argument("--backbone", choices=BACKBONES)
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a cache path every node sees")
+    p.add_argument("--synthetic", choices=sorted(SYNTHETIC_SIZES), default="default",
+                   help="size of the synthetic benchmark (--data synthetic); --smoke: smoke")
+    p.add_argument("--workers-per-trial", type=int, default=1)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--max-failures", type=int, help="Tune retries of a failed trial "
+                   "(default 0 locally, 2 with --cluster)")
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--resume", action="store_true", help=f"continue the {command} in --out")
+    p.add_argument("--out", default=f"runs/{command}")
+
+
+def parse_tune_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.workers_per_trial < 1 or args.gpus_per_worker < 0:
+        p.error("--workers-per-trial must be >= 1 and --gpus-per-worker >= 0")
+    return args
