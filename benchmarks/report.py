@@ -25,7 +25,7 @@ def table(figures: list[dict]) -> str:
     lines = [f"{'name':<{w}}  {'value':>12}  {'unit':<10} {'target':<10} met"]
     for f in figures:
         v = f["value"]
-        shown = "n/a" if not math.isfinite(v) else (f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}")
+        shown = "n/a" if v is None or not math.isfinite(v) else (f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}")
         lines.append(f"{f['name']:<{w}}  {shown:>12}  {f['unit']:<10} {f['target']:<10} "
                      f"{'yes' if f['met'] else 'MISSED'}")
     return "\n".join(lines)

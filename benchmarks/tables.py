@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from report import figure, write_json  # benchmarks/ is on sys.path: scripts run from it
 
 from analysis import tables
 from rise_dist import results
@@ -89,16 +90,20 @@ def measure(quick: bool = False, keep: Path | None = None) -> list[dict]:
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert "RiSe" in text and len(table.rows) == 4
     name = "tables_100k_rows_s" if quick else "tables_1m_rows_s"
-    return [{"name": name, "value": round(seconds, 2), "unit": "s", "target": f"<= {TARGET_S:g} s",
-             "met": seconds <= TARGET_S, "rows": rows, "cpu_s": round(cpu, 2)}]
+    return [figure(name, round(seconds, 2), "s", f"<= {TARGET_S:g}", seconds <= TARGET_S, rows=rows,
+                   cpu_s=round(cpu, 2))]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="100,000 rows instead of 1,000,000")
     ap.add_argument("--keep", type=Path, help="write the store here and keep it")
+    ap.add_argument("--json", help="write the figures as a JSON list")
     args = ap.parse_args()
-    for m in measure(args.quick, args.keep):
+    figures = measure(args.quick, args.keep)
+    if args.json:
+        write_json(figures, args.json)
+    for m in figures:
         print(f"{m['name']} {m['value']:.2f} {m['unit']} (target {m['target']}) "
               f"{'met' if m['met'] else 'NOT met'}  [{m['rows']:,} rows; {m['value'] / TARGET_S:.2f} of the "
               f"target; process CPU {m['cpu_s']:.2f} s: wall time counts other load on the machine]")

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from rise_dist.metrics import HTER, ORACLE, SOURCE_VAL, TEST_EER, VAL_THRESHOLD
@@ -106,16 +108,22 @@ def load(results_dir, columns: list[str] | None = None) -> pd.DataFrame:
     files = sorted(p for p in root.rglob(f"{RESULTS_SUBDIR}/*.parquet") if not p.name.startswith("."))
     if not files:
         return pd.DataFrame(columns=list(columns or KEY))
-    frames = []
+    schemas = []
     for f in files:
         try:
-            # Files from older code or other kinds of run may lack a requested column: it
-            # comes back as NaN for their rows rather than failing the whole load.
-            have = columns and [c for c in columns if c in pq.read_schema(f).names]
-            frames.append(pd.read_parquet(f, columns=have if columns else None))
+            schemas.append(pq.read_schema(f))
         except (OSError, ValueError) as e:
             raise ValueError(f"{f}: not a readable results file: {e}") from e
-    df = pd.concat(frames, ignore_index=True)
+    # One dataset over every file, read by pyarrow's threads, columns pruned at the source. Files
+    # from older code or other kinds of run may lack a column (it reads as null for their rows)
+    # or hold it as null-typed (all NaN): the permissive union of their schemas covers both.
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        wanted = [c for c in columns if c in schema.names] if columns else None
+        table = ds.dataset(files, schema=schema, format="parquet").to_table(columns=wanted)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ValueError(f"{root}: results files that disagree on a column's type: {e}") from e
+    df = table.to_pandas()
     if columns:
         df = df.reindex(columns=list(columns))
     if set(KEY) <= set(df.columns):
