@@ -87,6 +87,17 @@ def test_a_smoke_ablation_survives_a_failing_trial_and_a_resume_adds_no_rows(tmp
     assert all(e == [1, 2] for rid, e in raw_epochs(out).items() if rid not in set(failed["run_id"]))
     before = raw_epochs(out)
 
+    # the paper table of this store: both methods, the failed run's cell marked, not dropped
+    t = subprocess.run([sys.executable, "-m", "analysis", "tables", "--results", str(out)], cwd=REPO,
+                       env=env(data_root), capture_output=True, text=True, timeout=60)
+    assert t.returncode == 0, t.stderr
+    rows = {line.split("|")[1].strip(): line for line in t.stdout.splitlines() if line.startswith("| ")}
+    assert {"ERM", "RiSe"} <= set(rows), t.stdout
+    f = failed.iloc[0]
+    row = rows[{"erm": "ERM", "rise": "RiSe"}[f["method"]]].split("|")
+    cell = row[2 + ["CPS_W", "CPW_S"].index(f["protocol"])]
+    assert "—" in cell and "failed" in t.stdout, t.stdout
+
     # resume of a finished ablation: no new trial, no row twice; the errored trial is retried
     # once (resume_errored) and, its failure being deterministic here, recorded failed again
     p = subprocess.run(CLI + ["--resume", "--out", str(out)], cwd=REPO, env=env(data_root),

@@ -29,8 +29,8 @@ from rise_dist.metrics import SOURCE_VAL
 SMOKE_SYNTHETIC = SyntheticConfig(n_train=48, n_val=16, n_test=24, size=(16, 16))
 SMOKE_BATCH = 24
 # --synthetic of every Tune command: the benchmark's size. ``small`` (a third of the default's
-# samples) is what README's main job runs on a 2-core laptop; ``default`` is the benchmark the
-# docs' tables use.
+# samples) is the local default, so a sweep or the main job runs in minutes on a 2-core laptop;
+# ``default`` (the benchmark the docs' tables use) is the default on a cluster.
 SYNTHETIC_SIZES = {"default": SyntheticConfig(), "small": SyntheticConfig(n_train=400, n_val=150, n_test=300),
                    "smoke": SMOKE_SYNTHETIC}
 
@@ -201,8 +201,9 @@ def add_tune_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--protocols", default="all", help="'all' (the four leave-one-out) or CPS_W,...")
     p.add_argument("--backbone", choices=BACKBONES)
     p.add_argument("--data", default="synthetic", help="'synthetic' or a cache path every node sees")
-    p.add_argument("--synthetic", choices=sorted(SYNTHETIC_SIZES), default="default",
-                   help="size of the synthetic benchmark (--data synthetic); --smoke: smoke")
+    p.add_argument("--synthetic", choices=sorted(SYNTHETIC_SIZES),
+                   help="size of the synthetic benchmark (--data synthetic; default: small, with "
+                   "--cluster: default, with --smoke: smoke)")
     p.add_argument("--workers-per-trial", type=int, default=1)
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--max-failures", type=int, help="Tune retries of a failed trial "

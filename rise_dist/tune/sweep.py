@@ -342,7 +342,7 @@ def base_from(epochs: int, seed: int, backbone: str | None, data: str, synthetic
 def base_from_args(args, epochs: int) -> dict:
     """The fixed TrainConfig fields that a Tune command's flags give (``--seed``, ``--backbone``,
     ``--data``, ``--synthetic``, ``--smoke``, ``--no-amp``); shared by the sweep and the ablation."""
-    size = "smoke" if args.smoke else args.synthetic
+    size = "smoke" if args.smoke else args.synthetic or ("default" if args.cluster else "small")
     synthetic = None if size == "default" else to_dict(SYNTHETIC_SIZES[size])
     base = base_from(epochs, args.seed, args.backbone, args.data, synthetic,
                      SMOKE_BATCH if args.smoke else None)
