@@ -183,13 +183,13 @@ def grid_curves(points: list[dict], level: float) -> tuple[list[dict], list[dict
 
 # ---------------------------------------------------------------------------------- TPE
 
-def run_tpe(plan: dict, out: Path, trials: int) -> tuple[list[dict], list[dict], float]:
+def run_tpe(plan: dict, out: Path, trials: int, grace_period: int = 1) -> tuple[list[dict], list[dict], float]:
     from rise_dist.tune.sweep import Settings, run_sweep
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     s = Settings(out=str(out), storage=str(out / "tune"), base=base_config(plan),
                  protocols=plan["protocols"], trials=trials, seed=SEED, space="weights", gates=True,
-                 asha=True, grace_period=1, reduction_factor=2.0, cpus_per_trial=1, max_concurrent=1,
+                 asha=True, grace_period=grace_period, reduction_factor=2.0, cpus_per_trial=1, max_concurrent=1,
                  data_root=os.environ.get("RISE_DIST_DATA"))
     t0 = time.perf_counter()
     run_sweep(s, num_cpus=1)  # one trial at a time: reproducible, and trial order is the timeline
@@ -283,7 +283,8 @@ def _at(curve: list[dict], compute: float) -> dict | None:
 
 
 def measure(quick: bool = False, out: str | os.PathLike = "runs/bench/search_efficiency",
-            trials: int | None = None, workers: int = 2, reuse_grid: bool = False) -> list[dict]:
+            trials: int | None = None, workers: int = 2, reuse_grid: bool = False,
+            grace_period: int = 1) -> list[dict]:
     """Run both searches; print the comparison; write the figure and ``curves.json`` under
     ``out``; return the figures (``{"name", "value", "unit", "target", "met", ...}``)."""
     from rise_dist.config import SyntheticConfig, from_dict
@@ -302,7 +303,7 @@ def measure(quick: bool = False, out: str | os.PathLike = "runs/bench/search_eff
           f"batch {plan['batch_size']}; grid {len(plan['grid'])}x{len(plan['grid'])} over "
           f"{plan['grid']}; TPE + ASHA {plan['trials']} trials", flush=True)
     grid, grid_wall = run_grid(plan, out / "grid", workers, reuse_grid)
-    tpe, tpe_curve, tpe_wall = run_tpe(plan, out / "tpe", plan["trials"])
+    tpe, tpe_curve, tpe_wall = run_tpe(plan, out / "tpe", plan["trials"], grace_period)
 
     grid_best_pt = min(grid, key=lambda p: p["objective"])
     grid_best, grid_total = grid_best_pt["objective"], sum(p["protocol_epochs"] for p in grid)
@@ -398,11 +399,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="grid points trained at once")
     ap.add_argument("--reuse-grid", action="store_true",
                     help="read back the grid of an earlier run under --out with the same plan")
+    ap.add_argument("--grace-period", type=int, default=1, help="ASHA grace period of the TPE side (epochs)")
     ap.add_argument("--out", default="runs/bench/search_efficiency")
     ap.add_argument("--json", help="write the figures as a JSON list")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    figures = measure(args.quick, args.out, args.trials, args.workers, args.reuse_grid)
+    figures = measure(args.quick, args.out, args.trials, args.workers, args.reuse_grid, args.grace_period)
     print(f"wall time {time.perf_counter() - t0:.0f}s")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
