@@ -42,7 +42,7 @@ from rise_dist import results
 from rise_dist.config import METHOD_WEIGHTS, METHODS, ConfigError, TrainConfig, to_dict
 from rise_dist.metrics import HTER, SOURCE_VAL
 from rise_dist.tune import spaces, trial
-from rise_dist.tune.ray_setup import SetupError, TuneSettings, init_ray, plan_concurrency
+from rise_dist.tune.ray_setup import TuneSettings, init_ray, open_tuner
 
 EXPERIMENT = "ablation"
 SETTINGS_FILE = "ablation.json"
@@ -375,25 +375,13 @@ def run_ablation(s: Settings, *, resume: bool = False, address: str | None = Non
                  num_cpus: int | None = None) -> dict:
     """Start or resume an ablation; return the summary (also printed)."""
     import ray
-    import ray.tune
 
     t0 = time.perf_counter()
     print(describe(s), flush=True)
     init_ray(s, address, num_cpus)
     try:
-        exp = s.experiment_path
-        if resume:
-            if not ray.tune.Tuner.can_restore(exp):
-                raise SetupError(f"no Tune experiment to resume at {exp}")
-            tuner = ray.tune.Tuner.restore(exp, trainable=trial.with_resources(trainable, s),
-                                           resume_unfinished=True, resume_errored=True)
-        else:
-            if ray.tune.Tuner.can_restore(exp):
-                raise SetupError(f"{exp} already holds an ablation: pass --resume to continue it, "
-                                 "or choose another --out/--storage")
-            s.max_concurrent = plan_concurrency(s)
-            s.save()
-            tuner = build_tuner(s)
+        tuner = open_tuner(s, resume, trial.with_resources(trainable, s), lambda: build_tuner(s),
+                           "an ablation")
         grid = list(tuner.fit())
         trial.reconcile(s, grid)
         summary = summarize(s)

@@ -188,6 +188,27 @@ def plan_concurrency(s: TuneSettings) -> int:
     return max(1, min(fit, s.n_trials))
 
 
+def open_tuner(s: TuneSettings, resume: bool, trainable, build, what: str):
+    """The command's Tuner: ``Tuner.restore`` of the experiment under ``s.storage`` (``resume``;
+    ``trainable`` is the wrapped trainable to restore it with), or a fresh one from ``build()``
+    after planning concurrency and saving the settings. ``what`` ("a sweep") names it in errors.
+    Call with Ray started."""
+    import ray.tune
+
+    exp = s.experiment_path
+    if resume:
+        if not ray.tune.Tuner.can_restore(exp):
+            raise SetupError(f"no Tune experiment to resume at {exp}")
+        return ray.tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True,
+                                      resume_errored=True)
+    if ray.tune.Tuner.can_restore(exp):
+        raise SetupError(f"{exp} already holds {what}: pass --resume to continue it, or choose "
+                         "another --out/--storage")
+    s.max_concurrent = plan_concurrency(s)
+    s.save()
+    return build()
+
+
 def add_tune_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """The flags every Tune command takes (where it runs, what each trial trains on, resume):
     ``command`` ("sweep", "ablation") names it in the help and gives ``--out``'s default.

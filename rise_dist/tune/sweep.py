@@ -56,6 +56,7 @@ from rise_dist.tune.ray_setup import (
     TuneSettings,
     check_address,
     init_ray,
+    open_tuner,
     plan_concurrency,
 )
 from rise_dist.tune.trial import reconcile
@@ -290,24 +291,12 @@ def run_sweep(s: Settings, *, resume: bool = False, address: str | None = None,
     """Start or resume a sweep; return the summary (also printed). ``callbacks``: extra Tune
     callbacks of a fresh sweep (a restored one keeps its saved run config)."""
     import ray
-    import ray.tune
 
     t0 = time.perf_counter()
     init_ray(s, address, num_cpus)
     try:
-        exp = s.experiment_path
-        if resume:
-            if not ray.tune.Tuner.can_restore(exp):
-                raise SweepError(f"no Tune experiment to resume at {exp}")
-            tuner = ray.tune.Tuner.restore(exp, trainable=_wrapped_trainable(s),
-                                           resume_unfinished=True, resume_errored=True)
-        else:
-            if ray.tune.Tuner.can_restore(exp):
-                raise SweepError(f"{exp} already holds a sweep: pass --resume to continue it, or "
-                                 "choose another --out/--storage")
-            s.max_concurrent = plan_concurrency(s)
-            s.save()
-            tuner = build_tuner(s, callbacks)
+        tuner = open_tuner(s, resume, _wrapped_trainable(s), lambda: build_tuner(s, callbacks),
+                           "a sweep")
         grid = tuner.fit()
         trials = list(grid)
         reconcile(s, trials)
