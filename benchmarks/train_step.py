@@ -1,6 +1,7 @@
 """Training-step figures, both sides measured in this one run.
 
     python benchmarks/train_step.py [--quick] [--backbones cnn,resnet18] [--threads N] [--json FILE]
+    python benchmarks/train_step.py --device cuda --backbones resnet18,vit_b16 [--side 224] [--batch 96]
 
 - RiSe step vs ERM step (forward, all loss terms, backward, optimizer step) on the same batch
   and backbone, interleaved so both see the same machine; target: RiSe <= 1.25x ERM.
@@ -27,19 +28,53 @@ from rise_dist.losses.objective import Objective
 from rise_dist.model.rise import RiSeModel
 
 
-def make_step(cfg: TrainConfig, image_size):
-    model = RiSeModel(cfg.model, image_size)
-    objective = Objective(cfg, model.feature_dim, 3)
+def make_step(cfg: TrainConfig, image_size, device: torch.device | None = None):
+    """One training step (forward, every loss term, backward, AdamW) of ``cfg``'s model on
+    ``device`` (default CPU); bf16 autocast on CUDA, as the loop does."""
+    device = device or torch.device("cpu")
+    model = RiSeModel(cfg.model, image_size).to(device)
+    objective = Objective(cfg, model.feature_dim, 3).to(device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
+    amp = device.type == "cuda"
 
     def step(x, labels, domains):
-        out = model(x)
-        loss, _ = objective(out, labels, domains, model, 2, generator=gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+            loss, _ = objective(out, labels, domains, model, 2, generator=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if amp:
+            torch.cuda.synchronize()  # time the step, not its launch
     return step
+
+
+def measure_device(device: str, backbones: str, side: int, batch: int, rounds: int) -> list[dict]:
+    """The GPU plan's figures (docs/performance.md): samples/s and peak memory of the ERM and
+    RiSe steps per backbone on ``device``, random images of ``side`` x ``side``, batch ``batch``."""
+    dev = torch.device(device)
+    x = {m: torch.rand(batch, c, side, side, device=dev) for m, c in (("rgb", 3), ("depth", 1), ("ir", 1))}
+    labels, domains = (torch.arange(batch, device=dev) % 2), (torch.arange(batch, device=dev) % 3)
+    figures = []
+    for backbone in backbones.split(","):
+        for m in ("erm", "rise"):
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            try:
+                cfg = TrainConfig(lambda_asyirm=METHOD_WEIGHTS[m][0], lambda_mmsd=METHOD_WEIGHTS[m][1],
+                                  model=ModelConfig(backbone=backbone))
+                step = make_step(cfg, (side, side), dev)
+            except ImportError as e:
+                print(f"{backbone}: skipped ({str(e).splitlines()[0]})")
+                break
+            t = time_steps({m: step}, (x, labels, domains), rounds)[m]
+            mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
+            print(f"{device} {backbone} {m}: {1e3 * t:.1f} ms per step of {batch} at {side}x{side}, "
+                  f"{batch / t:,.0f} samples/s, peak memory {mem:.1f} GiB")
+            figures.append(figure(f"{device}_{backbone}_{m}_samples_per_s", batch / t, "samples/s",
+                                  peak_gib=mem, side=side, batch=batch))
+    return figures
 
 
 def time_steps(steps: dict, batch, rounds: int) -> dict[str, float]:
@@ -104,9 +139,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--backbones", default="cnn,resnet18")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", help="e.g. cuda: only the step throughput and memory per backbone "
+                    "and method on that device (bf16 autocast), on random images")
+    ap.add_argument("--side", type=int, default=224, help="image side with --device")
+    ap.add_argument("--batch", type=int, default=96, help="batch with --device")
     ap.add_argument("--json", help="write the figures as a JSON list")
     args = ap.parse_args()
-    figures = measure(args.quick, args.backbones, args.threads)
+    if args.device:
+        figures = measure_device(args.device, args.backbones, args.side, args.batch, 5 if args.quick else 20)
+    else:
+        figures = measure(args.quick, args.backbones, args.threads)
     if args.json:
         write_json(figures, args.json)
 
