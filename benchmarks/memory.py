@@ -29,26 +29,16 @@ CHILD = r"""
 import json, resource, sys
 import torch
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-from rise_dist.config import METHOD_WEIGHTS, ModelConfig, TrainConfig
-from rise_dist.losses.objective import Objective
-from rise_dist.model.rise import RiSeModel
+sys.path.insert(0, "benchmarks")
+from step import make_step, step_config
 backbone, side, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(1)
-cfg = TrainConfig(lambda_asyirm=METHOD_WEIGHTS["rise"][0], lambda_mmsd=METHOD_WEIGHTS["rise"][1],
-                  model=ModelConfig(backbone=backbone))
-model = RiSeModel(cfg.model, (side, side))
-objective = Objective(cfg, model.feature_dim, 3)
-opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=1e-4)
-gen = torch.Generator().manual_seed(0)
+step = make_step(step_config("rise", backbone), (side, side))
 x = {"rgb": torch.rand(batch, 3, side, side), "depth": torch.rand(batch, 1, side, side),
      "ir": torch.rand(batch, 1, side, side)}
 labels, domains = torch.arange(batch) % 2, torch.arange(batch) % 3
 for _ in range(steps):
-    out = model(x)
-    loss, _ = objective(out, labels, domains, model, 2, generator=gen)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    step(x, labels, domains)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_mib": peak / 1024, "torch_only_mib": base / 1024}))
 """

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from report import figure, write_json  # benchmarks/ is on sys.path: scripts run from it
 
 from rise_dist import results
 from rise_dist.data.protocols import LEAVE_ONE_OUT
@@ -374,21 +375,19 @@ def measure(quick: bool = False, out: str | os.PathLike = "runs/bench/search_eff
     common = {"quick": quick, "grid_points": n_grid, "protocols": len(plan["protocols"]),
               "epochs": plan["epochs"], "tpe_trials": len(tpe)}
     return [
-        {"name": "search_grid_best_hter", "value": 100 * grid_best, "unit": "% HTER",
-         "target": "reported", "met": True, "protocol_epochs": grid_total, "epoch_seconds": grid_cpu,
-         "wall_s": grid_wall, **common},
-        {"name": "search_tpe_asha_best_hter", "value": 100 * budget_best, "unit": "% HTER",
-         "target": "reported", "met": True, "at_compute_fraction": COMPUTE_TARGET,
-         "whole_run_best": 100 * tpe_best, "whole_run_protocol_epochs": tpe_total,
-         "whole_run_epoch_seconds": tpe_cpu, "wall_s": tpe_wall, "repeated_trials": repeats, **common},
-        {"name": "search_tpe_asha_gap_hter_points", "value": gap, "unit": "HTER points",
-         "target": f"<= {GAP_TARGET:g} at {COMPUTE_TARGET:g} of the grid's compute", "met": ok_gap, **common},
-        {"name": "search_tpe_asha_compute_fraction", "value": reach_frac, "unit": "x grid protocol-epochs",
-         "target": f"<= {COMPUTE_TARGET:g} to get within {GAP_TARGET:g} point", "met": ok_frac,
-         "reached": tpe_reach is not None,
-         "grid_row_major": None if row_reach is None else row_reach / grid_total,
-         "grid_random_order_mean": random_reach / grid_total,
-         "whole_run_fraction": tpe_total / grid_total, "epoch_seconds_fraction": tpe_cpu / grid_cpu, **common},
+        figure("search_grid_best_hter", 100 * grid_best, "% HTER", protocol_epochs=grid_total,
+               epoch_seconds=grid_cpu, wall_s=grid_wall, **common),
+        figure("search_tpe_asha_best_hter", 100 * budget_best, "% HTER", at_compute_fraction=COMPUTE_TARGET,
+               whole_run_best=100 * tpe_best, whole_run_protocol_epochs=tpe_total,
+               whole_run_epoch_seconds=tpe_cpu, wall_s=tpe_wall, repeated_trials=repeats, **common),
+        figure("search_tpe_asha_gap_hter_points", gap, "HTER points",
+               f"<= {GAP_TARGET:g} at {COMPUTE_TARGET:g} of the grid's compute", ok_gap, **common),
+        figure("search_tpe_asha_compute_fraction", reach_frac, "x grid protocol-epochs",
+               f"<= {COMPUTE_TARGET:g} to get within {GAP_TARGET:g} point", ok_frac,
+               reached=tpe_reach is not None,
+               grid_row_major=None if row_reach is None else row_reach / grid_total,
+               grid_random_order_mean=random_reach / grid_total,
+               whole_run_fraction=tpe_total / grid_total, epoch_seconds_fraction=tpe_cpu / grid_cpu, **common),
     ]
 
 
@@ -407,7 +406,7 @@ def main() -> None:
     figures = measure(args.quick, args.out, args.trials, args.workers, args.reuse_grid, args.grace_period)
     print(f"wall time {time.perf_counter() - t0:.0f}s")
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        write_json(figures, args.json)
 
 
 if __name__ == "__main__":

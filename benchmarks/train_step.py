@@ -18,36 +18,13 @@ import time
 import numpy as np
 import torch
 from report import figure, write_json  # benchmarks/ is on sys.path: scripts run from it
+from step import make_step, step_config
 
-from rise_dist.config import METHOD_WEIGHTS, ModelConfig, SyntheticConfig, TrainConfig
+from rise_dist.config import SyntheticConfig
 from rise_dist.data.cache import open_cache
 from rise_dist.data.loaders import ProtocolData, to_float
 from rise_dist.data.protocols import get_protocol
 from rise_dist.data.synthetic import write_synthetic
-from rise_dist.losses.objective import Objective
-from rise_dist.model.rise import RiSeModel
-
-
-def make_step(cfg: TrainConfig, image_size, device: torch.device | None = None):
-    """One training step (forward, every loss term, backward, AdamW) of ``cfg``'s model on
-    ``device`` (default CPU); bf16 autocast on CUDA, as the loop does."""
-    device = device or torch.device("cpu")
-    model = RiSeModel(cfg.model, image_size).to(device)
-    objective = Objective(cfg, model.feature_dim, 3).to(device)
-    opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
-    amp = device.type == "cuda"
-
-    def step(x, labels, domains):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
-            loss, _ = objective(out, labels, domains, model, 2, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if amp:
-            torch.cuda.synchronize()  # time the step, not its launch
-    return step
 
 
 def measure_device(device: str, backbones: str, side: int, batch: int, rounds: int) -> list[dict]:
@@ -62,9 +39,7 @@ def measure_device(device: str, backbones: str, side: int, batch: int, rounds: i
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             try:
-                cfg = TrainConfig(lambda_asyirm=METHOD_WEIGHTS[m][0], lambda_mmsd=METHOD_WEIGHTS[m][1],
-                                  model=ModelConfig(backbone=backbone))
-                step = make_step(cfg, (side, side), dev)
+                step = make_step(step_config(m, backbone), (side, side), dev)
             except ImportError as e:
                 print(f"{backbone}: skipped ({str(e).splitlines()[0]})")
                 break
@@ -106,9 +81,7 @@ def measure(quick: bool = False, backbones: str = "cnn,resnet18", threads: int |
         erm_step = None
         for backbone in backbones.split(","):
             try:
-                steps = {m: make_step(TrainConfig(
-                    lambda_asyirm=METHOD_WEIGHTS[m][0], lambda_mmsd=METHOD_WEIGHTS[m][1],
-                    model=ModelConfig(backbone=backbone)), cache.size) for m in ("erm", "rise")}
+                steps = {m: make_step(step_config(m, backbone), cache.size) for m in ("erm", "rise")}
             except ImportError as e:
                 print(f"{backbone}: skipped ({str(e).splitlines()[0]})")
                 continue
