@@ -299,8 +299,7 @@ def history(runs: pd.DataFrame, df: pd.DataFrame, out: Path) -> Made:
     if runs.empty or "trial_id" not in runs or runs["trial_id"].isna().all():
         return Made("history", reason="no trial_id in the store (not a sweep)")
     per = (runs.dropna(subset=["trial_id"]).groupby("trial_id")
-           .agg(objective=("val_objective", "mean"), setting=("setting", "first"),
-                n_settings=("setting", "nunique")))
+           .agg(objective=("val_objective", "mean"), setting=("setting", "first")))
     started = df.groupby("trial_id")[STARTED].min() if STARTED in df else pd.Series(dtype=float)
     per["started"] = started.reindex(per.index)
     in_time_order = bool(per["started"].notna().all())

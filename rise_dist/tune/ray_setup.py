@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
-from rise_dist.config import SyntheticConfig, TrainConfig
+from rise_dist.config import BACKBONES, SyntheticConfig, TrainConfig
 from rise_dist.data.protocols import LEAVE_ONE_OUT
 from rise_dist.metrics import SOURCE_VAL
 
@@ -213,8 +213,6 @@ def add_tune_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """The flags every Tune command takes (where it runs, what each trial trains on, resume):
     ``command`` ("sweep", "ablation") names it in the help and gives ``--out``'s default.
     A command adds its own (what it searches or grids, --epochs, --seed, --smoke)."""
-    from rise_dist.config import BACKBONES
-
     p.add_argument("--cluster", action="store_true", help="join an existing Ray cluster")
     p.add_argument("--address", help="cluster address (default RAY_ADDRESS, else 'auto')")
     p.add_argument("--storage", help="Tune storage: a shared path or URI (default OUT/tune)")
